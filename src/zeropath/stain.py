@@ -1,0 +1,69 @@
+"""Colour deconvolution of H&E images (Ruifrok & Johnston, 2001).
+
+Pure numpy: RGB uint8 in, optical density (OD) out. Used by the classical segmenter, the
+stain-prior detector and the per-nucleus measurements, so all three read the same
+hematoxylin signal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Ruifrok & Johnston's H&E-DAB stain vectors (rows: hematoxylin, eosin, DAB), unit length.
+# These are the same vectors scikit-image and QuPath's "H&E default" use.
+HED_VECTORS = np.array(
+    [
+        [0.65, 0.70, 0.29],
+        [0.07, 0.99, 0.11],
+        [0.27, 0.57, 0.78],
+    ],
+    dtype=np.float64,
+)
+HED_VECTORS = HED_VECTORS / np.linalg.norm(HED_VECTORS, axis=1, keepdims=True)
+_HED_TO_RGB_INV = np.linalg.inv(HED_VECTORS)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Return an ``H×W×3`` uint8 view/copy: grayscale is replicated, alpha is dropped.
+
+    Float images in [0, 1] are scaled to 0..255; other dtypes are clipped.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 2:  # gray + alpha
+        arr = np.repeat(arr[..., :1], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] >= 4:
+        arr = arr[..., :3]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected a 2-D gray or H×W×C colour image, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        scale = 255.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8)
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """Per-channel optical density ``-log10((I + 1) / 256)`` as float32, shape ``H×W×3``."""
+    rgb = as_rgb(rgb).astype(np.float32)
+    return -np.log10((rgb + 1.0) / 256.0)
+
+
+def hed_od(rgb: np.ndarray) -> np.ndarray:
+    """Stain concentrations (OD units) for hematoxylin, eosin and DAB, ``H×W×3`` float32."""
+    od = optical_density(rgb)
+    hed = od.reshape(-1, 3) @ _HED_TO_RGB_INV.astype(np.float32)
+    return np.maximum(hed, 0.0).reshape(od.shape)
+
+
+def hematoxylin_od(rgb: np.ndarray) -> np.ndarray:
+    """Hematoxylin concentration (OD units, >= 0) per pixel, ``H×W`` float32."""
+    od = optical_density(rgb)
+    h = od.reshape(-1, 3) @ _HED_TO_RGB_INV[:, 0].astype(np.float32)
+    return np.maximum(h, 0.0).reshape(od.shape[:2])
