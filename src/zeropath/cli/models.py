@@ -1,0 +1,76 @@
+"""``zeropath models``: list the registered models and download them into the cache."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from zeropath.cli.common import Progress, handle_errors
+
+
+@click.group("models")
+def models() -> None:
+    """List the pretrained models zeropath knows and download them into the cache."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def list_command(as_json: bool) -> None:
+    """Show each model's task, licence, size, checksum and whether it is cached."""
+    from zeropath.models import cache, registry
+
+    specs = registry.list_specs()
+    if as_json:
+        rows = []
+        for spec in specs:
+            row = spec.to_dict()
+            row["cached"] = registry.is_cached(spec)
+            row["path"] = str(registry.cache_location(spec))
+            rows.append(row)
+        click.echo(json.dumps({"cache": str(cache.models_dir()), "models": rows}, indent=2))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"models (cache: {cache.models_dir()})", title_justify="left")
+    for column, justify in [
+        ("name", "left"),
+        ("task", "left"),
+        ("licence", "left"),
+        ("gated", "left"),
+        ("size MB", "right"),
+        ("cached", "left"),
+        ("sha256", "left"),
+    ]:
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for spec in specs:
+        table.add_row(
+            spec.name,
+            spec.task,
+            spec.licence,
+            "yes" if spec.gated else "no",
+            "?" if spec.size is None else f"{spec.size / 1e6:.1f}",
+            "yes" if registry.is_cached(spec) else "no",
+            spec.sha256[:12],
+        )
+    console = Console()
+    if not console.is_terminal:  # pipes and tests: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(table)
+
+
+@models.command("fetch")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Download again even if a verified copy exists.")
+@handle_errors
+def fetch_command(name: str, force: bool) -> None:
+    """Download model NAME into the cache (checksum verified) and print its path."""
+    from zeropath.models import registry
+
+    spec = registry.get_spec(name)
+    with Progress(f"{spec.name}") as progress:
+        path = registry.fetch(spec, progress=progress, force=force)
+    click.echo(str(path))
