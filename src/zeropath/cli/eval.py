@@ -1,0 +1,103 @@
+"""``zeropath eval``: score predicted instance labels against ground truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zeropath.cli.common import Progress, handle_errors, warn
+
+_COLUMNS = ("dice", "aji", "aji_plus", "pq", "dq", "sq", "object_dice", "det_f1")
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Plain-text table: one row per image, then the mean row."""
+    rows = [(stem, m) for stem, m in result["per_image"].items()]
+    rows.append(("mean", result["mean"]))
+    width = max(len("image"), *(len(stem) for stem, _ in rows))
+    col_w = {c: max(len(c), 6) for c in _COLUMNS}
+    header = "image".ljust(width) + "".join(f"  {c:>{col_w[c]}}" for c in _COLUMNS)
+    lines = [header, "-" * len(header)]
+    for i, (stem, metrics) in enumerate(rows):
+        if i == len(rows) - 1:
+            lines.append("-" * len(header))
+        cells = "".join(f"  {metrics[c]:>{col_w[c]}.4f}" for c in _COLUMNS)
+        lines.append(stem.ljust(width) + cells)
+    return "\n".join(lines)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@click.command(name="eval")
+@click.option(
+    "--pred",
+    "pred_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of predicted label images (STEM.labels.tif, STEM.tif or STEM.png).",
+)
+@click.option(
+    "--gt",
+    "gt_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of ground-truth label images or MoNuSeg XML (STEM.xml), same stems.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the per-image and mean metrics to this JSON file.",
+)
+@click.option(
+    "--radius",
+    default=12.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Detection matching radius in pixels (12 px = 3 µm at 0.25 µm/px).",
+)
+@handle_errors
+def eval_command(pred_dir: Path, gt_dir: Path, json_path: Path | None, radius: float) -> None:
+    """Score predicted nuclei against ground truth: Dice, AJI, AJI+, PQ, object Dice, F1."""
+    from zeropath.errors import InputError
+    from zeropath.evaluate import evaluate_dirs
+
+    if json_path is not None and not json_path.resolve().parent.is_dir():
+        raise InputError(json_path, "folder for the JSON output does not exist")
+    with Progress("evaluating") as progress:
+        result = evaluate_dirs(pred_dir, gt_dir, radius=radius, progress=progress)
+    click.echo(format_table(result))
+    click.echo(
+        f"{result['n_images']} image(s); detection radius {result['det_radius_px']:g} px; "
+        "means are per-image averages"
+    )
+    if result["unmatched_pred"]:
+        names = ", ".join(result["unmatched_pred"][:5])
+        more = " …" if len(result["unmatched_pred"]) > 5 else ""
+        n = len(result["unmatched_pred"])
+        warn(f"{n} prediction(s) without ground truth ignored: {names}{more}")
+    if json_path is not None:
+        try:
+            write_json_atomic(json_path, result)
+        except OSError as exc:
+            raise InputError(json_path, f"cannot write: {exc.strerror or exc}") from exc
+        click.echo(f"wrote {json_path}")
