@@ -1,0 +1,265 @@
+"""Instance segmentation of one image or whole slide, tile by tile, with bounded memory.
+
+The engine is pipeline-agnostic: anything with ``segment(rgb, mpp) -> labels`` (see
+:class:`InstanceSegmenter`) runs through it. Each tile's read box is the tile core plus a halo
+wider than a nucleus; an object is kept only by the tile whose core holds its centroid, so no
+nucleus is duplicated or cut at a tile border. Labels are painted into a level-0 canvas (RAM
+for images, a disk-backed memmap for slides), measurements and outlines stream into the
+GeoJSON/CSV writers, and every output is staged in a hidden folder and moved into place only
+when the whole input has succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from zeropath.errors import InputError
+from zeropath.io.tiler import Tile, plan_tiles
+
+ProgressFn = Callable[[int, int | None, str], None]
+
+#: Canvases larger than this many pixels live in a memmap on disk instead of in RAM.
+MEMMAP_THRESHOLD_PX = 64 * 1024 * 1024
+
+
+class InstanceSegmenter(Protocol):
+    """What the engine needs of a nucleus segmenter."""
+
+    name: str
+    sha256: str | None
+    halo_um: float
+
+    def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
+        """uint32 instance labels on ``rgb``'s grid."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Name, checksum and parameters for ``run.json``."""
+        ...
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How an input is cut into tiles and which outputs are written."""
+
+    tile_um: float = 256.0
+    tissue_only: bool | None = None  # None: on for slides, off for plain images
+    overlay_max_size: int = 4096
+    pyramid: bool | None = None  # None: pyramidal labels.tif for slides
+    classification: tuple[str, tuple[int, int, int]] = ("Nucleus", (0, 200, 0))
+
+
+@dataclass
+class SegmentResult:
+    """What one input produced (a row of ``run.json``)."""
+
+    input: str
+    stem: str
+    sha256: str
+    backend: str
+    width: int
+    height: int
+    mpp: float
+    mpp_origin: str
+    n_objects: int
+    n_tiles: int
+    n_tiles_total: int
+    outputs: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def owned_objects(labels: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of the objects in ``labels`` (read-box grid) whose centroid lies in the tile core.
+
+    Returns ``(all_ids, owned_mask)``.
+    """
+    ids = np.unique(labels)
+    ids = ids[ids != 0]
+    if ids.size == 0:
+        return ids, np.zeros(0, bool)
+    centres = np.asarray(ndi.center_of_mass(np.ones(labels.shape, np.uint8), labels, ids))
+    cy = centres[:, 0] + tile.read.y0
+    cx = centres[:, 1] + tile.read.x0
+    return ids, tile.core.contains(cx, cy)
+
+
+def paint_owned(
+    canvas: np.ndarray, labels: np.ndarray, tile: Tile, next_id: int
+) -> tuple[np.ndarray, int]:
+    """Paint the tile's owned objects into ``canvas`` where it is still background.
+
+    Owned objects get fresh global ids ``next_id, next_id + 1, …`` (only those that keep at
+    least one pixel). Returns ``(new_ids, next_id)``. ``canvas`` is modified in place: it is
+    the engine's own output buffer.
+    """
+    ids, owned = owned_objects(labels, tile)
+    if not owned.any():
+        return np.zeros(0, np.uint32), next_id
+    lut = np.zeros(int(labels.max()) + 1, np.uint32)
+    lut[ids[owned]] = np.arange(1, int(owned.sum()) + 1, dtype=np.uint32)
+    local = lut[labels]
+    view = canvas[tile.read.slices()]
+    paint = (local > 0) & (view == 0)
+    survivors = np.unique(local[paint])
+    if survivors.size == 0:
+        return np.zeros(0, np.uint32), next_id
+    renumber = np.zeros(int(lut.max()) + 1, np.uint32)
+    renumber[survivors] = np.arange(next_id, next_id + survivors.size, dtype=np.uint32)
+    view[paint] = renumber[local[paint]]
+    return renumber[survivors], next_id + int(survivors.size)
+
+
+def _new_canvas(shape: tuple[int, int], tmpdir: Path) -> np.ndarray:
+    if shape[0] * shape[1] <= MEMMAP_THRESHOLD_PX:
+        return np.zeros(shape, np.uint32)
+    return np.lib.format.open_memmap(
+        tmpdir / "canvas.npy", mode="w+", dtype=np.uint32, shape=shape
+    )
+
+
+def _downsampled_labels(canvas: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour view of ``canvas`` at ``shape``, read in row chunks (memmap-safe)."""
+    h, w = canvas.shape
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.intp), h - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.intp), w - 1)
+    out = np.empty(shape, np.uint32)
+    for start in range(0, shape[0], 256):
+        block = rows[start : start + 256]
+        out[start : start + block.size] = np.asarray(canvas[block])[:, cols]
+    return out
+
+
+def segment_input(
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    segmenter: InstanceSegmenter,
+    mpp: float | None = None,
+    options: SegmentOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> SegmentResult:
+    """Segment one image or slide and write its outputs into ``out_dir``.
+
+    Writes ``STEM.labels.tif``, ``STEM.geojson``, ``STEM.csv`` and ``STEM.overlay.png``. All
+    of them appear together or not at all. Raises :class:`InputError` for unusable inputs.
+    """
+    from zeropath.io.measure import label_polygons, measure_objects
+    from zeropath.io.reader import open_image
+    from zeropath.io.writers import ObjectWriter, write_labels_tif, write_overlay
+
+    opts = options or SegmentOptions()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    with open_image(path, mpp=mpp) as src:
+        width, height = src.dimensions
+        stem = src.stem
+        staging = out / f".{stem}.partial-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        scratch = Path(tempfile.mkdtemp(prefix="zeropath-", dir=staging))
+        try:
+            core_px = max(64, int(round(opts.tile_um / src.mpp)))
+            halo_px = int(np.ceil(segmenter.halo_um / src.mpp))
+            tissue_only = src.is_slide if opts.tissue_only is None else opts.tissue_only
+            tissue = None
+            tissue_ds: tuple[float, float] | float = 1.0
+            if tissue_only and (width > core_px or height > core_px):
+                from zeropath.io.tissue import tissue_mask_for_source
+
+                tissue, tissue_ds = tissue_mask_for_source(src)
+            plan = plan_tiles(width, height, core_px, halo_px, tissue, tissue_ds)
+            full = plan_tiles(width, height, core_px, halo_px)
+            timings["plan_s"] = time.perf_counter() - t0
+            canvas = _new_canvas((height, width), scratch)
+            next_id = 1
+            t_seg = t_meas = 0.0
+            with ObjectWriter(staging, stem, mpp=src.mpp, classification=opts.classification) as ow:
+                for i, tile in enumerate(plan):
+                    if progress:
+                        progress(i, len(plan), stem)
+                    rgb = src.read_region(tile.read.x0, tile.read.y0, tile.read.width, tile.read.height)
+                    ts = time.perf_counter()
+                    labels = segmenter.segment(rgb, src.mpp)
+                    t_seg += time.perf_counter() - ts
+                    if labels.shape != rgb.shape[:2]:
+                        raise RuntimeError(
+                            f"segmenter {segmenter.name} returned {labels.shape} for a "
+                            f"{rgb.shape[:2]} tile"
+                        )
+                    new_ids, next_id = paint_owned(canvas, labels, tile, next_id)
+                    if new_ids.size == 0:
+                        continue
+                    tm = time.perf_counter()
+                    final = np.asarray(canvas[tile.read.slices()])
+                    offset = (tile.read.x0, tile.read.y0)
+                    table = measure_objects(final, rgb, src.mpp, offset=offset, ids=new_ids)
+                    polygons = label_polygons(final, offset=offset, ids=new_ids)
+                    ow.add(table, polygons)
+                    t_meas += time.perf_counter() - tm
+                if progress:
+                    progress(len(plan), len(plan), stem)
+            timings["segment_s"] = t_seg
+            timings["measure_s"] = t_meas
+            tw = time.perf_counter()
+            pyramid = src.is_slide if opts.pyramid is None else opts.pyramid
+            write_labels_tif(
+                staging / f"{stem}.labels.tif", canvas, mpp=src.mpp, pyramid=pyramid or None
+            )
+            scale = min(1.0, opts.overlay_max_size / max(width, height))
+            if scale < 1.0:
+                base = src.thumbnail(opts.overlay_max_size)
+            else:
+                base = src.read_region(0, 0, width, height)
+            small = canvas if base.shape[:2] == canvas.shape else _downsampled_labels(
+                canvas, base.shape[:2]
+            )
+            write_overlay(staging / f"{stem}.overlay.png", base, small)
+            timings["write_s"] = time.perf_counter() - tw
+            del canvas
+            shutil.rmtree(scratch, ignore_errors=True)
+            produced = sorted(p for p in staging.iterdir() if p.is_file())
+            for p in produced:
+                os.replace(p, out / p.name)
+            timings["total_s"] = time.perf_counter() - t0
+            return SegmentResult(
+                input=str(path),
+                stem=stem,
+                sha256=src.checksum,
+                backend=src.backend,
+                width=width,
+                height=height,
+                mpp=float(src.mpp),
+                mpp_origin=src.mpp_origin,
+                n_objects=next_id - 1,
+                n_tiles=len(plan),
+                n_tiles_total=len(full),
+                outputs=[str(out / p.name) for p in produced],
+                timings={k: round(v, 4) for k, v in timings.items()},
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+__all__ = [
+    "InputError",
+    "InstanceSegmenter",
+    "SegmentOptions",
+    "SegmentResult",
+    "owned_objects",
+    "paint_owned",
+    "segment_input",
+]
