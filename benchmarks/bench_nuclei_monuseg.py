@@ -42,16 +42,38 @@ def _split_inputs(data: Path, split: str, tmp: Path) -> tuple[list[Path], Path]:
 def run_split(data: Path, split: str, model: str, tmp: Path, extra: list[str]) -> dict:
     images, gt = _split_inputs(data, split, tmp)
     pred = tmp / f"pred-{split}"
-    cmd = [sys.executable, "-m", "zeropath", "nuclei", "segment", *map(str, images),
-           "--out", str(pred), "--model", model, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zeropath",
+        "nuclei",
+        "segment",
+        *map(str, images),
+        "--out",
+        str(pred),
+        "--model",
+        model,
+        *extra,
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     seg_s = time.perf_counter() - t0
     out_json = tmp / f"eval-{split}.json"
     subprocess.run(
-        [sys.executable, "-m", "zeropath", "eval", "--pred", str(pred), "--gt", str(gt),
-         "--json", str(out_json)],
-        check=True, stdout=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "zeropath",
+            "eval",
+            "--pred",
+            str(pred),
+            "--gt",
+            str(gt),
+            "--json",
+            str(out_json),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     result = json.loads(out_json.read_text())
     mp = sum(1000 * 1000 for _ in images) / 1e6
@@ -64,11 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/monuseg"))
     ap.add_argument("--model", default="classical")
-    ap.add_argument("--splits", nargs="+",
-                    default=["test", "kumar_test", "kumar_testA", "kumar_testB", "kumar_val"])
+    ap.add_argument(
+        "--splits",
+        nargs="+",
+        default=["test", "kumar_test", "kumar_testA", "kumar_testB", "kumar_val"],
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write all results here")
-    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
-                    help="extra arguments for `nuclei segment`")
+    ap.add_argument(
+        "--extra", nargs=argparse.REMAINDER, default=[], help="extra arguments for `nuclei segment`"
+    )
     args = ap.parse_args(argv)
     if not args.data.is_dir():
         print(f"no MoNuSeg data at {args.data}", file=sys.stderr)
@@ -82,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     for split, r in rows.items():
         m = r["mean"]
         vals = " | ".join(f"{m[k]:.4f}" for k in KEYS)
-        print(f"| {split} | {r['n_images']} | {vals} | {r['segment_wall_s'] / r['megapixels']:.3f} |")
+        print(
+            f"| {split} | {r['n_images']} | {vals} | {r['segment_wall_s'] / r['megapixels']:.3f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import render_nuclei
 
+from conftest import render_nuclei
 from zeropath.metrics import evaluate_pair
 from zeropath.nuclei.classical import ClassicalParams, ClassicalSegmenter, segment_classical
 

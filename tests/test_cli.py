@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from conftest import render_nuclei
 from PIL import Image
 
+from conftest import render_nuclei
 from zeropath.cli.main import cli
 
 
@@ -37,7 +37,8 @@ def test_help_is_cheap_and_does_not_import_torch():
         "for sub in (['nuclei', '--help'], ['nuclei', 'segment', '--help'], ['eval', '--help'],"
         " ['models', '--help']):\n"
         "    assert CliRunner().invoke(cli, sub).exit_code == 0\n"
-        "heavy = [m for m in ('torch', 'dask', 'openslide', 'scipy', 'skimage') if m in sys.modules]\n"
+        "mods = ('torch', 'dask', 'openslide', 'scipy', 'skimage')\n"
+        "heavy = [m for m in mods if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -145,8 +146,9 @@ def test_missing_mpp_warns_once_and_is_recorded(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "a.png")
     Image.fromarray(rgb).save(tmp_path / "b.png")
     out = tmp_path / "out"
-    r = _run("nuclei", "segment", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
-             "--out", str(out))
+    r = _run(
+        "nuclei", "segment", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--out", str(out)
+    )
     assert r.returncode == 0, r.stderr
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "0.25" in warnings[0]
@@ -172,6 +174,13 @@ def test_mixed_directory_reports_bad_and_keeps_good(tmp_path):
 def test_unknown_model_is_a_clean_error(tmp_path):
     rgb, _, _ = render_nuclei((64, 64), n=2)
     Image.fromarray(rgb).save(tmp_path / "a.png")
-    r = _run("nuclei", "segment", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
-             "--model", "nope")
+    r = _run(
+        "nuclei",
+        "segment",
+        str(tmp_path / "a.png"),
+        "--out",
+        str(tmp_path / "o"),
+        "--model",
+        "nope",
+    )
     assert r.returncode == 2 and len(_error_lines(r.stderr)) == 1 and "nope" in r.stderr

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from conftest import render_nuclei
 from scipy import ndimage as ndi
 
+from conftest import render_nuclei
 from zeropath.io.tiler import plan_tiles
 from zeropath.metrics import aji, pq
 from zeropath.run.batch import segment_many
@@ -52,12 +52,17 @@ def test_tissue_mask_skips_empty_cores():
 
 
 def _write_image(path, rgb):
-    tifffile.imwrite(path, rgb, photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25),
-                     resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        path,
+        rgb,
+        photometric="rgb",
+        resolution=(1e4 / 0.25, 1e4 / 0.25),
+        resolutionunit="CENTIMETER",
+    )
 
 
 def test_stitching_matches_whole_image(tmp_path):
-    rgb, gt, _ = render_nuclei((700, 900), n=260, radius=(5, 9), seed=7)
+    rgb, _, _ = render_nuclei((700, 900), n=260, radius=(5, 9), seed=7)
     img = tmp_path / "mosaic.tif"
     _write_image(img, rgb)
     seg = ThresholdSegmenter()
@@ -86,14 +91,16 @@ def test_synthetic_slide_is_tiled_over_tissue_only(tmp_path):
     slide[100:700, 200:800] = patch
     path = tmp_path / "slide.tiff"
     with tifffile.TiffWriter(path, bigtiff=False) as tw:
-        opts = dict(photometric="rgb", tile=(256, 256), compression="zlib",
-                    resolutionunit="CENTIMETER")
+        opts = dict(
+            photometric="rgb", tile=(256, 256), compression="zlib", resolutionunit="CENTIMETER"
+        )
         tw.write(slide, subifds=2, resolution=(1e4 / 0.5, 1e4 / 0.5), **opts)
         tw.write(slide[::2, ::2], subfiletype=1, resolution=(1e4, 1e4), **opts)
         tw.write(slide[::4, ::4], subfiletype=1, resolution=(5e3, 5e3), **opts)
     seg = ThresholdSegmenter()
-    res = segment_input(path, tmp_path / "out", seg,
-                        options=SegmentOptions(tile_um=128, tissue_only=True))
+    res = segment_input(
+        path, tmp_path / "out", seg, options=SegmentOptions(tile_um=128, tissue_only=True)
+    )
     assert res.n_tiles < res.n_tiles_total
     labels = tifffile.imread(tmp_path / "out" / "slide.labels.tif")
     assert labels.shape == (h, w)

@@ -12,8 +12,19 @@ from typing import Any
 import click
 
 _PACKAGES = (
-    "numpy", "scipy", "skimage", "tifffile", "imagecodecs", "openslide", "tiffslide",
-    "shapely", "dask", "distributed", "torch", "transformers", "zarr",
+    "numpy",
+    "scipy",
+    "skimage",
+    "tifffile",
+    "imagecodecs",
+    "openslide",
+    "tiffslide",
+    "shapely",
+    "dask",
+    "distributed",
+    "torch",
+    "transformers",
+    "zarr",
 )
 
 
@@ -45,8 +56,10 @@ def _slide_backends() -> dict[str, str]:
 
 def _shared_data() -> str | None:
     env = os.environ.get("ZEROPATH_SHARED_DATA")
-    for cand in ([Path(env)] if env else []) + [Path.cwd().parent / "shared" / "data",
-                                               Path.cwd() / "shared" / "data"]:
+    for cand in ([Path(env)] if env else []) + [
+        Path.cwd().parent / "shared" / "data",
+        Path.cwd() / "shared" / "data",
+    ]:
         if cand.is_dir():
             return str(cand.resolve())
     return None
@@ -76,7 +89,9 @@ def collect() -> dict[str, Any]:
     except Exception as exc:
         info["torch"] = {"error": str(exc)}
     info["model_cache"] = str(models_dir())
-    info["models"] = {s.name: ("cached" if is_cached(s.name) else "not cached") for s in list_specs()}
+    info["models"] = {
+        s.name: ("cached" if is_cached(s.name) else "not cached") for s in list_specs()
+    }
     info["shared_data"] = _shared_data()
     return info
 

@@ -22,16 +22,14 @@ BUILTIN_MODELS = ("classical",)
 DEFAULT_MODEL = "classical"
 
 
-def load_segmenter(name: str | None):  # noqa: ANN201 - returns an InstanceSegmenter
+def load_segmenter(name: str | None):
     """Resolve ``--model`` to a segmenter object."""
     name = name or DEFAULT_MODEL
     if name == "classical":
         from zeropath.nuclei.classical import ClassicalSegmenter
 
         return ClassicalSegmenter()
-    raise ModelError(
-        f"unknown nucleus model {name!r}; available: {', '.join(BUILTIN_MODELS)}"
-    )
+    raise ModelError(f"unknown nucleus model {name!r}; available: {', '.join(BUILTIN_MODELS)}")
 
 
 @click.group()
@@ -42,17 +40,29 @@ def nuclei() -> None:
 @nuclei.command("segment")
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @out_option
-@click.option("--model", "model", default=None, help=f"Model name or path (default: {DEFAULT_MODEL}).")
+@click.option(
+    "--model", "model", default=None, help=f"Model name or path (default: {DEFAULT_MODEL})."
+)
 @mpp_option
 @click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
     help="Where learned models run (the classical model always runs on the CPU).",
 )
 @workers_option
 @scheduler_option
-@click.option("--sample", is_flag=True, help="Add the bundled sample slide (CMU-1-Small-Region.svs).")
-@click.option("--tile-um", type=click.FloatRange(min=16.0), default=256.0, show_default=True,
-              help="Tile core size in µm.")
+@click.option(
+    "--sample", is_flag=True, help="Add the bundled sample slide (CMU-1-Small-Region.svs)."
+)
+@click.option(
+    "--tile-um",
+    type=click.FloatRange(min=16.0),
+    default=256.0,
+    show_default=True,
+    help="Tile core size in µm.",
+)
 @handle_errors
 def segment(
     inputs: tuple[Path, ...],
@@ -86,16 +96,25 @@ def segment(
     out_dir = Path(out)
     with Progress("segmenting") as progress:
         report = segment_many(
-            files, out_dir, segmenter, mpp=mpp, options=options, workers=workers,
-            scheduler=scheduler, progress=progress,
+            files,
+            out_dir,
+            segmenter,
+            mpp=mpp,
+            options=options,
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
         )
     defaulted = [r.stem for r in report.results if r.mpp_origin == "default"]
     if defaulted:
         from zeropath.io.reader import DEFAULT_MPP
 
+        names = ", ".join(defaulted[:3]) + (
+            f" and {len(defaulted) - 3} more" if len(defaulted) > 3 else ""
+        )
         warn(
-            f"no µm/px in {', '.join(defaulted)}: assumed {DEFAULT_MPP} µm/px (40x); "
-            "pass --mpp to override"
+            f"no µm/px in {names}: assumed {DEFAULT_MPP} µm/px (40x); "
+            "pass --mpp to override (recorded in run.json)"
         )
     params = {
         "command": "nuclei segment",

@@ -26,8 +26,10 @@ class ClassicalParams:
 
     work_mpp: float = 0.5
     background_radius_um: float = 0.0  # > 0: subtract a grey opening (QuPath-style)
-    smooth_sigma_um: float = 0.75
-    threshold: float | None = None  # None: Otsu per image, clipped to [threshold_min, threshold_max]
+    smooth_sigma_um: float = 0.5
+    threshold: float | None = (
+        None  # None: Otsu per image, clipped to [threshold_min, threshold_max]
+    )
     threshold_min: float = 0.03
     threshold_max: float = 1.0
     marker_sigma_um: float = 1.5
@@ -70,13 +72,7 @@ def _segment_at(rgb: np.ndarray, mpp: float, p: ClassicalParams) -> np.ndarray:
     from skimage import feature, filters, morphology, segmentation
 
     hema = hematoxylin_od(rgb)
-    sigma = _um(p.smooth_sigma_um, mpp)
-    signal = ndi.gaussian_filter(hema, sigma) if sigma > 0.3 else hema
-    if p.background_radius_um > 0:
-        # Grey opening with a square of ~2 background radii (separable, so cheap) removes
-        # structures larger than a nucleus, as QuPath's background radius does.
-        size = max(3, int(round(2 * _um(p.background_radius_um, mpp))) | 1)
-        signal = signal - ndi.grey_opening(signal, size=(size, size))
+    signal = _signal(hema, mpp, p)
     if p.threshold is not None:
         t = p.threshold
     else:
@@ -107,6 +103,43 @@ def _segment_at(rgb: np.ndarray, mpp: float, p: ClassicalParams) -> np.ndarray:
     if n_orphans:
         labels = np.where(orphans > 0, orphans.astype(np.uint32) + labels.max(), labels)
     return _filter_objects(labels, hema, mpp, p)
+
+
+def _signal(hema: np.ndarray, mpp: float, p: ClassicalParams) -> np.ndarray:
+    """The thresholded image: smoothed hematoxylin, optionally background-subtracted."""
+    sigma = _um(p.smooth_sigma_um, mpp)
+    signal = ndi.gaussian_filter(hema, sigma) if sigma > 0.3 else hema
+    if p.background_radius_um > 0:
+        # Grey opening with a square of ~2 background radii (separable, so cheap) removes
+        # structures larger than a nucleus, as QuPath's background radius does.
+        size = max(3, int(round(2 * _um(p.background_radius_um, mpp))) | 1)
+        signal = signal - ndi.grey_opening(signal, size=(size, size))
+    return signal
+
+
+def slide_threshold(
+    rgbs: list[np.ndarray], mpp: float, params: ClassicalParams | None = None
+) -> float:
+    """One Otsu threshold pooled over several tiles of a slide.
+
+    Thresholding each tile on its own makes a tile of pure stroma split its own noise into
+    "nuclei"; a threshold shared by the whole slide keeps tiles consistent.
+    """
+    from skimage import filters
+
+    p = params or ClassicalParams()
+    pooled = []
+    for rgb in rgbs:
+        rgb = as_rgb(rgb)
+        scale = mpp / p.work_mpp
+        work = _resize_rgb(rgb, scale) if abs(scale - 1.0) > 0.1 else rgb
+        wmpp = mpp / scale if abs(scale - 1.0) > 0.1 else mpp
+        sig = _signal(hematoxylin_od(work), wmpp, p).ravel()
+        step = max(1, sig.size // 200_000)
+        pooled.append(sig[::step])
+    if not pooled:
+        return p.threshold_min
+    return _bounded_otsu(np.concatenate(pooled), p.threshold_min, p.threshold_max, filters)
 
 
 def _bounded_otsu(signal: np.ndarray, lo: float, hi: float, filters: object) -> float:
@@ -162,6 +195,23 @@ class ClassicalSegmenter:
 
     def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
         return segment_classical(rgb, mpp, self.params)
+
+    def adapt(self, source: object, tiles: list[object], max_tiles: int = 12) -> ClassicalSegmenter:
+        """A copy with one threshold for the whole input, from up to ``max_tiles`` tiles.
+
+        Used by the tile engine on multi-tile inputs; a fixed ``threshold`` is kept as is.
+        """
+        if self.params.threshold is not None or len(tiles) <= 1:
+            return self
+        from dataclasses import replace
+
+        pick = np.linspace(0, len(tiles) - 1, min(max_tiles, len(tiles))).round().astype(int)
+        rgbs = []
+        for i in np.unique(pick):
+            core = tiles[i].core  # type: ignore[attr-defined]
+            rgbs.append(source.read_region(core.x0, core.y0, core.width, core.height))  # type: ignore[attr-defined]
+        t = slide_threshold(rgbs, source.mpp, self.params)  # type: ignore[attr-defined]
+        return ClassicalSegmenter(replace(self.params, threshold=round(t, 5)))
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "sha256": self.sha256, "params": self.params.to_dict()}

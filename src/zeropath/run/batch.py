@@ -103,19 +103,20 @@ def segment_many(
             on_done(r)
 
     if scheduler is not None:
-        for p, r in zip(todo, _run_dask(todo, out, segmenter, mpp, options, scheduler), strict=True):
+        for p, r in zip(
+            todo, _run_dask(todo, out, segmenter, mpp, options, scheduler), strict=True
+        ):
             record(p, r)
     elif workers > 1 and len(todo) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-            futures = {
-                p: pool.submit(_run_one, str(p), out, segmenter, mpp, options) for p in todo
-            }
+            futures = {p: pool.submit(_run_one, str(p), out, segmenter, mpp, options) for p in todo}
             for p, fut in futures.items():
                 record(p, fut.result())
     else:
         for i, p in enumerate(todo):
+
             def tile_progress(done: int, total: int | None, msg: str, _i: int = i) -> None:
                 if progress:
                     progress(done, total, f"[{_i + 1}/{len(todo)}] {msg}")
@@ -146,8 +147,13 @@ def _run_dask(
         raise InputError(None, f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
     try:
         futures = client.map(
-            _run_one, [str(p) for p in todo], out=out, segmenter=segmenter, mpp=mpp,
-            options=options, pure=False,
+            _run_one,
+            [str(p) for p in todo],
+            out=out,
+            segmenter=segmenter,
+            mpp=mpp,
+            options=options,
+            pure=False,
         )
         return list(client.gather(futures))
     finally:

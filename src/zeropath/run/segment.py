@@ -77,6 +77,7 @@ class SegmentResult:
     n_tiles_total: int
     outputs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    model_parameters: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -126,9 +127,7 @@ def paint_owned(
 def _new_canvas(shape: tuple[int, int], tmpdir: Path) -> np.ndarray:
     if shape[0] * shape[1] <= MEMMAP_THRESHOLD_PX:
         return np.zeros(shape, np.uint32)
-    return np.lib.format.open_memmap(
-        tmpdir / "canvas.npy", mode="w+", dtype=np.uint32, shape=shape
-    )
+    return np.lib.format.open_memmap(tmpdir / "canvas.npy", mode="w+", dtype=np.uint32, shape=shape)
 
 
 def _downsampled_labels(canvas: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -183,6 +182,10 @@ def segment_input(
                 tissue, tissue_ds = tissue_mask_for_source(src)
             plan = plan_tiles(width, height, core_px, halo_px, tissue, tissue_ds)
             full = plan_tiles(width, height, core_px, halo_px)
+            # A segmenter may tune itself to the whole input (e.g. one threshold per slide).
+            adapt = getattr(segmenter, "adapt", None)
+            if adapt is not None and len(plan) > 1:
+                segmenter = adapt(src, list(plan.tiles))
             timings["plan_s"] = time.perf_counter() - t0
             canvas = _new_canvas((height, width), scratch)
             next_id = 1
@@ -191,7 +194,9 @@ def segment_input(
                 for i, tile in enumerate(plan):
                     if progress:
                         progress(i, len(plan), stem)
-                    rgb = src.read_region(tile.read.x0, tile.read.y0, tile.read.width, tile.read.height)
+                    rgb = src.read_region(
+                        tile.read.x0, tile.read.y0, tile.read.width, tile.read.height
+                    )
                     ts = time.perf_counter()
                     labels = segmenter.segment(rgb, src.mpp)
                     t_seg += time.perf_counter() - ts
@@ -224,8 +229,10 @@ def segment_input(
                 base = src.thumbnail(opts.overlay_max_size)
             else:
                 base = src.read_region(0, 0, width, height)
-            small = canvas if base.shape[:2] == canvas.shape else _downsampled_labels(
-                canvas, base.shape[:2]
+            small = (
+                canvas
+                if base.shape[:2] == canvas.shape
+                else _downsampled_labels(canvas, base.shape[:2])
             )
             write_overlay(staging / f"{stem}.overlay.png", base, small)
             timings["write_s"] = time.perf_counter() - tw
@@ -249,6 +256,7 @@ def segment_input(
                 n_tiles_total=len(full),
                 outputs=[str(out / p.name) for p in produced],
                 timings={k: round(v, 4) for k, v in timings.items()},
+                model_parameters=dict(segmenter.describe().get("params", {})),
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
