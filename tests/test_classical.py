@@ -67,3 +67,13 @@ def test_segmenter_describes_itself():
     d = seg.describe()
     assert d["name"] == "classical" and d["params"]["work_mpp"] == 0.5
     assert seg.halo_um > 8
+
+
+def test_contrast_filter_drops_flat_smears():
+    """A uniform dark band has no contrast against its surroundings' ring once split."""
+    rgb, gt, _ = render_nuclei((200, 200), n=8, seed=9)
+    keep_all = segment_classical(rgb, 0.25, ClassicalParams(min_contrast_od=0.0))
+    strict = segment_classical(rgb, 0.25, ClassicalParams(min_contrast_od=5.0))
+    assert keep_all.max() >= 6
+    # rendered nuclei are isolated, so each has a ring; an impossible contrast removes all
+    assert strict.max() == 0

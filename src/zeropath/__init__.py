@@ -1,5 +1,15 @@
 """zeropath: segment H&E pathology images with no annotations, or with very few.
 
+Where things live:
+
+* ``zeropath.io`` — readers (images, slides), tissue detection, tiling, dataset loaders, writers
+* ``zeropath.stain`` — colour deconvolution (hematoxylin / eosin optical density)
+* ``zeropath.metrics`` / ``zeropath.evaluate`` — Dice, AJI, AJI+, PQ, object Dice, detection F1
+* ``zeropath.models`` — model registry: sources, checksums, cache, safe loaders
+* ``zeropath.nuclei`` — nucleus segmenters (``nuclei.classical``: the training-free baseline)
+* ``zeropath.run`` — the tile engine for one input and batches over many (processes, Dask)
+* ``zeropath.cli`` — the ``zeropath`` command
+
 The top-level import is cheap on purpose: heavy libraries (torch, dask, openslide) load
 inside the functions that need them.
 """

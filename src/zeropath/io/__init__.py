@@ -1,0 +1,11 @@
+"""Pixels in, files out: everything that touches images, slides and output files.
+
+* :mod:`zeropath.io.reader` — one reader API for images and whole slides
+* :mod:`zeropath.io.tissue` — tissue detection on thumbnails
+* :mod:`zeropath.io.tiler` — tile plans (cores + halos) and resampled tile reads
+* :mod:`zeropath.io.datasets` — MoNuSeg and ``images/`` + ``labels/`` loaders
+* :mod:`zeropath.io.measure` — per-nucleus measurements and outlines
+* :mod:`zeropath.io.writers` — labels TIFF, GeoJSON, CSV, overlay, run.json (atomic)
+
+Submodules are imported explicitly so that ``import zeropath.io`` stays cheap.
+"""

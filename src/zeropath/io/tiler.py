@@ -137,3 +137,54 @@ def _has_tissue(mask: np.ndarray, core: Box, sx: float, sy: float, min_fraction:
         return False
     frac = float(np.count_nonzero(window)) / window.size
     return frac > min_fraction if min_fraction > 0 else frac > 0
+
+
+def read_box(source: object, box: Box, target_mpp: float | None = None) -> np.ndarray:
+    """Pixels of a level-0 ``box`` as RGB uint8, resampled to ``target_mpp`` µm/px.
+
+    Reads from the coarsest pyramid level that is still at least as fine as the target,
+    then resizes (area averaging when shrinking). Without ``target_mpp``, or within 5 % of the
+    source's µm/px, the level-0 pixels are returned unchanged.
+    """
+    src = source  # an ImageSource: read_region, mpp, best_level_for_downsample, level_downsamples
+    mpp = float(src.mpp)  # type: ignore[attr-defined]
+    if target_mpp is None or abs(target_mpp / mpp - 1.0) <= 0.05:
+        return src.read_region(box.x0, box.y0, box.width, box.height)  # type: ignore[attr-defined]
+    ds = target_mpp / mpp
+    out_h = max(1, int(round(box.height / ds)))
+    out_w = max(1, int(round(box.width / ds)))
+    level = src.best_level_for_downsample(ds) if ds > 1 else 0  # type: ignore[attr-defined]
+    lds = float(src.level_downsamples[level])  # type: ignore[attr-defined]
+    lw = max(1, int(np.ceil(box.width / lds)))
+    lh = max(1, int(np.ceil(box.height / lds)))
+    rgb = src.read_region(box.x0, box.y0, lw, lh, level)  # type: ignore[attr-defined]
+    return resize_rgb(rgb, (out_h, out_w))
+
+
+def iter_tile_images(
+    source: object, plan: TilePlan, target_mpp: float | None = None
+) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Yield ``(tile, rgb of its read box at target_mpp)`` one at a time (bounded memory)."""
+    for tile in plan:
+        yield tile, read_box(source, tile.read, target_mpp)
+
+
+def resize_rgb(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB uint8 image to ``shape`` (rows, cols); anti-aliased when shrinking."""
+    if rgb.shape[:2] == tuple(shape):
+        return rgb
+    from skimage.transform import resize
+
+    shrinking = shape[0] < rgb.shape[0] or shape[1] < rgb.shape[1]
+    out = resize(rgb, shape, order=1, anti_aliasing=shrinking, preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resampling of a label image to ``shape`` (pixel centres aligned)."""
+    h, w = labels.shape
+    if (h, w) == tuple(shape):
+        return labels
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.intp), h - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.intp), w - 1)
+    return labels[rows[:, None], cols[None, :]]

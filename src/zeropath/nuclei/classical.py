@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from zeropath.io.tiler import resize_labels, resize_rgb
 from zeropath.stain import as_rgb, hematoxylin_od
 
 
@@ -38,6 +39,8 @@ class ClassicalParams:
     max_area_um2: float = 400.0
     min_mean_od: float = 0.05
     fill_holes_max_um2: float = 30.0
+    min_contrast_od: float = 0.0  # > 0: drop objects hardly darker than their ring
+    ring_um: float = 1.5
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -56,12 +59,17 @@ def segment_classical(
     rgb = as_rgb(rgb)
     h_in, w_in = rgb.shape[:2]
     scale = mpp / p.work_mpp  # < 1 when the input is finer than the working resolution
-    work = _resize_rgb(rgb, scale) if abs(scale - 1.0) > 0.1 else rgb
+    work = resize_rgb_scaled(rgb, scale) if abs(scale - 1.0) > 0.1 else rgb
     wmpp = mpp / scale if abs(scale - 1.0) > 0.1 else mpp
     labels = _segment_at(work, wmpp, p)
     if labels.shape != (h_in, w_in):
-        labels = _resize_labels(labels, (h_in, w_in))
+        labels = resize_labels(labels, (h_in, w_in))
     return labels
+
+
+def resize_rgb_scaled(rgb: np.ndarray, scale: float) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    return resize_rgb(rgb, (max(2, int(round(h * scale))), max(2, int(round(w * scale)))))
 
 
 def _um(px_um: float, mpp: float) -> float:
@@ -132,7 +140,7 @@ def slide_threshold(
     for rgb in rgbs:
         rgb = as_rgb(rgb)
         scale = mpp / p.work_mpp
-        work = _resize_rgb(rgb, scale) if abs(scale - 1.0) > 0.1 else rgb
+        work = resize_rgb_scaled(rgb, scale) if abs(scale - 1.0) > 0.1 else rgb
         wmpp = mpp / scale if abs(scale - 1.0) > 0.1 else mpp
         sig = _signal(hematoxylin_od(work), wmpp, p).ravel()
         step = max(1, sig.size // 200_000)
@@ -160,26 +168,20 @@ def _filter_objects(
     area = ndi.sum_labels(np.ones_like(labels, np.float64), labels, idx) * mpp**2
     mean_od = ndi.mean(hema, labels, idx)
     keep = (area >= p.min_area_um2) & (area <= p.max_area_um2) & (mean_od >= p.min_mean_od)
+    if p.min_contrast_od > 0:
+        # A nucleus is darker than the background right around it; pieces of a dark smear
+        # (folds, dense epithelium bands) are not.
+        size = 2 * max(1, int(round(_um(p.ring_um, mpp)))) + 1
+        grown = ndi.grey_dilation(labels, size=(size, size))
+        ring = np.where(labels == 0, grown, 0)
+        ring_n = ndi.sum_labels(np.ones_like(ring, np.float64), ring, idx)
+        ring_sum = ndi.sum_labels(hema, ring, idx)
+        ring_mean = ring_sum / np.maximum(ring_n, 1)
+        contrast = np.where(ring_n > 0, mean_od - ring_mean, np.inf)
+        keep &= contrast >= p.min_contrast_od
     lut = np.zeros(n + 1, np.uint32)
     lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
     return lut[labels]
-
-
-def _resize_rgb(rgb: np.ndarray, scale: float) -> np.ndarray:
-    from skimage.transform import resize
-
-    h, w = rgb.shape[:2]
-    shape = (max(2, int(round(h * scale))), max(2, int(round(w * scale))))
-    out = resize(rgb, shape, order=1, anti_aliasing=scale < 1, preserve_range=True)
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def _resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resampling of a label image to ``shape`` (pixel-centre aligned)."""
-    h, w = labels.shape
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.intp), h - 1)
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.intp), w - 1)
-    return labels[rows[:, None], cols[None, :]]
 
 
 class ClassicalSegmenter:

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from zeropath.errors import InputError
-from zeropath.io.tiler import Tile, plan_tiles
+from zeropath.io.tiler import Tile, plan_tiles, read_box, resize_labels, resize_rgb
 
 ProgressFn = Callable[[int, int | None, str], None]
 
@@ -173,6 +173,11 @@ def segment_input(
         try:
             core_px = max(64, int(round(opts.tile_um / src.mpp)))
             halo_px = int(np.ceil(segmenter.halo_um / src.mpp))
+            # Learned models run at their own µm/px: tiles are resampled to it and their
+            # labels back to level 0. ``None`` (or a match within 5 %) means native pixels.
+            work_mpp = getattr(segmenter, "target_mpp", None)
+            if work_mpp is not None and abs(work_mpp / src.mpp - 1.0) <= 0.05:
+                work_mpp = None
             tissue_only = src.is_slide if opts.tissue_only is None else opts.tissue_only
             tissue = None
             tissue_ds: tuple[float, float] | float = 1.0
@@ -194,17 +199,18 @@ def segment_input(
                 for i, tile in enumerate(plan):
                     if progress:
                         progress(i, len(plan), stem)
-                    rgb = src.read_region(
-                        tile.read.x0, tile.read.y0, tile.read.width, tile.read.height
-                    )
+                    rgb = read_box(src, tile.read, work_mpp)
                     ts = time.perf_counter()
-                    labels = segmenter.segment(rgb, src.mpp)
+                    labels = segmenter.segment(rgb, work_mpp or src.mpp)
                     t_seg += time.perf_counter() - ts
                     if labels.shape != rgb.shape[:2]:
                         raise RuntimeError(
                             f"segmenter {segmenter.name} returned {labels.shape} for a "
                             f"{rgb.shape[:2]} tile"
                         )
+                    if work_mpp is not None:  # back to the level-0 grid of the read box
+                        labels = resize_labels(labels, tile.read.shape)
+                        rgb = resize_rgb(rgb, tile.read.shape)
                     new_ids, next_id = paint_owned(canvas, labels, tile, next_id)
                     if new_ids.size == 0:
                         continue
