@@ -18,7 +18,7 @@ from zeropath.cli.common import (
 from zeropath.errors import ModelError
 
 #: Segmenters the CLI knows by name. ``default`` is what runs without ``--model``.
-BUILTIN_MODELS = ("classical",)
+BUILTIN_MODELS = ("classical", "instanseg-brightfield-nuclei")
 DEFAULT_MODEL = "classical"
 
 
@@ -29,6 +29,10 @@ def load_segmenter(name: str | None):
         from zeropath.nuclei.classical import ClassicalSegmenter
 
         return ClassicalSegmenter()
+    if name == "instanseg-brightfield-nuclei":
+        from zeropath.nuclei.instanseg import InstanSegSegmenter
+
+        return InstanSegSegmenter()
     raise ModelError(f"unknown nucleus model {name!r}; available: {', '.join(BUILTIN_MODELS)}")
 
 
