@@ -71,7 +71,7 @@ def test_segmenter_describes_itself():
 
 def test_contrast_filter_drops_flat_smears():
     """A uniform dark band has no contrast against its surroundings' ring once split."""
-    rgb, gt, _ = render_nuclei((200, 200), n=8, seed=9)
+    rgb, _gt, _ = render_nuclei((200, 200), n=8, seed=9)
     keep_all = segment_classical(rgb, 0.25, ClassicalParams(min_contrast_od=0.0))
     strict = segment_classical(rgb, 0.25, ClassicalParams(min_contrast_od=5.0))
     assert keep_all.max() >= 6

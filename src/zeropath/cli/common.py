@@ -76,7 +76,10 @@ def scheduler_option(func: F) -> F:
     return click.option(
         "--scheduler",
         default=None,
-        help="Dask scheduler address (tcp://host:port) to send work to.",
+        help=(
+            "Dask scheduler address (tcp://host:port) to send work to; "
+            "'local' starts a LocalCluster with --workers processes."
+        ),
     )(func)
 
 

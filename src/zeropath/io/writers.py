@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zeropath.io.measure import COLUMNS, MEASUREMENT_NAMES, label_polygons, measure_objects
+from zeropath.io.memory import release_rows
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -96,7 +97,9 @@ def _iter_tiles(
                     raise ValueError(f"label values [{lo}, {hi}] do not fit in {dtype.name}")
             out = np.zeros((tile, tile), dtype=dtype)
             out[: piece.shape[0], : piece.shape[1]] = piece
+            del piece
             yield out
+        release_rows(labels, y * step, min(y + tile, h) * step)
 
 
 def write_labels_tif(

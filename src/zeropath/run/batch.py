@@ -104,7 +104,7 @@ def segment_many(
 
     if scheduler is not None:
         for p, r in zip(
-            todo, _run_dask(todo, out, segmenter, mpp, options, scheduler), strict=True
+            todo, _run_dask(todo, out, segmenter, mpp, options, scheduler, workers), strict=True
         ):
             record(p, r)
     elif workers > 1 and len(todo) > 1:
@@ -136,28 +136,49 @@ def _run_dask(
     mpp: float | None,
     options: SegmentOptions | None,
     scheduler: str,
+    workers: int = 2,
 ) -> list[SegmentResult | Failure]:
+    """Send one task per input to a Dask cluster; ``"local"`` starts a LocalCluster."""
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover - dask[distributed] is a core dependency
         raise ZeropathError(f"--scheduler needs dask.distributed: {exc}") from exc
+    cluster = None
+    if scheduler in ("local", "localcluster"):
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        scheduler = cluster.scheduler_address
     try:
         client = Client(scheduler, timeout="10s")
     except Exception as exc:
+        if cluster is not None:
+            cluster.close()
         raise InputError(None, f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
     try:
+        seg = client.scatter(segmenter, broadcast=True)
         futures = client.map(
             _run_one,
             [str(p) for p in todo],
-            out=out,
-            segmenter=segmenter,
+            out_dir=out,
+            segmenter=seg,
             mpp=mpp,
             options=options,
             pure=False,
         )
-        return list(client.gather(futures))
+        results: list[SegmentResult | Failure] = []
+        for p, fut in zip(todo, futures, strict=True):
+            try:
+                results.append(fut.result())
+            except Exception as exc:  # a worker died or the task could not run
+                results.append(Failure(str(p), f"{p}: failed on the Dask cluster ({exc})"))
+        return results
     finally:
         client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def run_record(

@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from zeropath.errors import InputError
+from zeropath.io.memory import release_rows
 from zeropath.io.tiler import Tile, plan_tiles, read_box, resize_labels, resize_rgb
 
 ProgressFn = Callable[[int, int | None, str], None]
@@ -139,6 +140,7 @@ def _downsampled_labels(canvas: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     for start in range(0, shape[0], 256):
         block = rows[start : start + 256]
         out[start : start + block.size] = np.asarray(canvas[block])[:, cols]
+        release_rows(canvas, int(block[0]), int(block[-1]) + 1)
     return out
 
 
@@ -194,11 +196,15 @@ def segment_input(
             timings["plan_s"] = time.perf_counter() - t0
             canvas = _new_canvas((height, width), scratch)
             next_id = 1
+            released = 0  # canvas rows above this one are done and no longer resident
             t_seg = t_meas = 0.0
             with ObjectWriter(staging, stem, mpp=src.mpp, classification=opts.classification) as ow:
                 for i, tile in enumerate(plan):
                     if progress:
                         progress(i, len(plan), stem)
+                    if tile.read.y0 > released:  # tiles are row-major: earlier rows are final
+                        release_rows(canvas, released, tile.read.y0)
+                        released = tile.read.y0
                     rgb = read_box(src, tile.read, work_mpp)
                     ts = time.perf_counter()
                     labels = segmenter.segment(rgb, work_mpp or src.mpp)
@@ -220,6 +226,7 @@ def segment_input(
                     table = measure_objects(final, rgb, src.mpp, offset=offset, ids=new_ids)
                     polygons = label_polygons(final, offset=offset, ids=new_ids)
                     ow.add(table, polygons)
+                    del final
                     t_meas += time.perf_counter() - tm
                 if progress:
                     progress(len(plan), len(plan), stem)
