@@ -156,8 +156,9 @@ def test_tiles_are_resampled_to_the_model_resolution(tmp_path):
     rgb, gt, _ = render_nuclei((600, 640), n=80, radius=(8, 12), seed=11)
     img = tmp_path / "fine.tif"
     _write_image(img, rgb)  # 0.25 µm/px
-    res = segment_input(img, tmp_path / "out", HalfResolutionSegmenter(),
-                        options=SegmentOptions(tile_um=64))
+    res = segment_input(
+        img, tmp_path / "out", HalfResolutionSegmenter(), options=SegmentOptions(tile_um=64)
+    )
     labels = tifffile.imread(tmp_path / "out" / "fine.labels.tif")
     assert labels.shape == gt.shape  # labels on the level-0 grid
     assert res.n_tiles > 4

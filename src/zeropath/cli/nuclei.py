@@ -140,3 +140,63 @@ def segment(
     if report.failures:
         raise SystemExit(2)
     click.echo(f"outputs in {out_dir}")
+
+
+@nuclei.command("fit")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model directory to write (model.json + weights.pt).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@mpp_option
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Precision-learning rounds of the detector.",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=10),
+    default=600,
+    show_default=True,
+    help="Training iterations of the segmentation network.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads (default: torch's choice).",
+)
+@handle_errors
+def fit(
+    inputs: tuple[Path, ...],
+    out: Path,
+    seed: int,
+    mpp: float | None,
+    rounds: int,
+    iterations: int,
+    threads: int | None,
+) -> None:
+    """Learn a nucleus segmenter from unlabelled images or slides (zero annotations).
+
+    Reads pixels only, never labels. Use the result with `nuclei segment --model OUT`.
+    """
+    from zeropath.nuclei.fit import FitOptions, fit_zanet
+    from zeropath.nuclei.zanet import model_sha256
+
+    options = FitOptions(
+        seed=seed, refine_rounds=rounds, segnet_iterations=iterations, threads=threads
+    )
+    with Progress("fitting") as progress:
+        model = fit_zanet(list(inputs), out, mpp=mpp, options=options, progress=progress)
+    prov = model.provenance
+    click.echo(
+        f"fitted on {prov['n_training_images']} images ({prov['n_points']} nucleus centres) "
+        f"in {prov['timings']['total_s']:.0f} s; model in {out} (sha256 {model_sha256(out)[:12]})"
+    )

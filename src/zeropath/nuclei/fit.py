@@ -1,0 +1,192 @@
+"""``nuclei fit``: learn a nucleus segmenter from unlabelled images (zero annotations).
+
+1. coarse centres from the stain prior (hematoxylin blobs), no labels;
+2. a confidence-map network refined by precision learning (self-training that keeps only
+   confident, augmentation-consistent peaks);
+3. pixel pseudo-labels from the refined centres (Voronoi partition + k-means clustering);
+4. a segmentation network trained on them with a loss that ignores unsure pixels.
+
+Only image pixels are read: this module never opens a label file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from zeropath.errors import InputError
+from zeropath.nuclei.zanet import WORK_MPP, InstanceParams, ZANetModel
+
+ProgressFn = Callable[[int, int | None, str], None]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Settings of :func:`fit_zanet` (defaults chosen on the Kumar train/val images)."""
+
+    seed: int = 0
+    refine_rounds: int = 3
+    refine_epochs: float = 6.0
+    segnet_iterations: int = 600
+    self_train_rounds: int = 1
+    tiles_per_slide: int = 16
+    tile_um: float = 256.0
+    pseudolabel_sources: tuple[str, ...] = ("voronoi", "cluster")
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainingImage:
+    """One work-resolution training image and where it came from."""
+
+    source: str
+    sha256: str
+    rgb: np.ndarray
+    box: tuple[int, int, int, int]  # level-0 x0, y0, x1, y1
+    mpp_origin: str
+
+
+def collect_training_images(
+    paths: Sequence[str | os.PathLike[str]],
+    mpp: float | None = None,
+    options: FitOptions | None = None,
+) -> list[TrainingImage]:
+    """Read every input at :data:`WORK_MPP`: plain images whole, slides as tissue tiles."""
+    from zeropath.io.reader import list_inputs, open_image
+    from zeropath.io.tiler import Box, plan_tiles, read_box
+
+    opts = options or FitOptions()
+    out: list[TrainingImage] = []
+    for path in list_inputs(paths):
+        with open_image(path, mpp=mpp) as src:
+            w, h = src.dimensions
+            if not src.is_slide:
+                box = Box(0, 0, w, h)
+                out.append(
+                    TrainingImage(
+                        str(path),
+                        src.checksum,
+                        read_box(src, box, WORK_MPP),
+                        (0, 0, w, h),
+                        src.mpp_origin,
+                    )
+                )
+                continue
+            from zeropath.io.tissue import tissue_mask_for_source
+
+            core = max(64, int(round(opts.tile_um / src.mpp)))
+            mask, ds = tissue_mask_for_source(src)
+            plan = plan_tiles(w, h, core, 0, mask, ds, min_tissue_fraction=0.5)
+            tiles = list(plan)
+            if not tiles:
+                continue
+            pick = np.unique(
+                np.linspace(0, len(tiles) - 1, min(opts.tiles_per_slide, len(tiles))).round()
+            ).astype(int)
+            for i in pick:
+                b = tiles[i].core
+                out.append(
+                    TrainingImage(
+                        str(path),
+                        src.checksum,
+                        read_box(src, b, WORK_MPP),
+                        (b.x0, b.y0, b.x1, b.y1),
+                        src.mpp_origin,
+                    )
+                )
+    if not out:
+        raise InputError(None, "no tissue found in the inputs: nothing to learn from")
+    return out
+
+
+def fit_zanet(
+    paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str] | None = None,
+    mpp: float | None = None,
+    options: FitOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> ZANetModel:
+    """Fit the label-free nucleus model on unlabelled images; save it to ``out_dir`` if given."""
+    import torch
+
+    from zeropath import __version__
+    from zeropath.nuclei.detect import StainPriorDetector
+    from zeropath.nuclei.pseudolabels import make_pseudolabels
+    from zeropath.nuclei.refine import fit_refiner
+    from zeropath.nuclei.segnet import fit_segnet
+
+    opts = options or FitOptions()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def step(name: str, done: int, total: int) -> None:
+        if progress:
+            progress(done, total, name)
+
+    step("reading", 0, 4)
+    data = collect_training_images(paths, mpp, opts)
+    images = [d.rgb for d in data]
+    timings["read_s"] = time.perf_counter() - t0
+
+    step("precision learning", 1, 4)
+    t = time.perf_counter()
+    refiner = fit_refiner(
+        images,
+        [WORK_MPP] * len(images),
+        StainPriorDetector(),
+        rounds=opts.refine_rounds,
+        epochs_per_round=opts.refine_epochs,
+        seed=opts.seed,
+    )
+    timings["refine_s"] = time.perf_counter() - t
+
+    step("pseudo-labels", 2, 4)
+    t = time.perf_counter()
+    points = [refiner.detect_work(img) for img in images]
+    pseudo = [
+        make_pseudolabels(img, pts, WORK_MPP, use=opts.pseudolabel_sources)
+        for img, pts in zip(images, points, strict=True)
+    ]
+    timings["pseudolabels_s"] = time.perf_counter() - t
+
+    step("segmentation network", 3, 4)
+    t = time.perf_counter()
+    segnet = fit_segnet(
+        images,
+        pseudo,
+        mpp=WORK_MPP,
+        iterations=opts.segnet_iterations,
+        seed=opts.seed,
+        self_train_rounds=opts.self_train_rounds,
+    )
+    timings["segnet_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    step("done", 4, 4)
+
+    provenance = {
+        "zeropath": __version__,
+        "command": "nuclei fit",
+        "options": opts.to_dict(),
+        "mpp_override": mpp,
+        "inputs": sorted({(d.source, d.sha256) for d in data}),
+        "n_training_images": len(data),
+        "n_points": int(sum(len(p) for p in points)),
+        "refiner_history": refiner.history,
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "labels_read": False,
+    }
+    model = ZANetModel(refiner, segnet, InstanceParams(), provenance)
+    if out_dir is not None:
+        model.save(out_dir)
+    return model

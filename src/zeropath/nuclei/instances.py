@@ -1,0 +1,173 @@
+"""Nucleus instances from a probability map, seeded by detected points.
+
+The binary mask is ``prob > threshold`` with small holes filled and small objects removed (sizes
+in µm²). Markers are the detected points that fall inside the mask (points closer than
+``merge_um`` count once), plus distance-transform maxima in the components that hold no point
+(all components when no points are given). A marker watershed on the inverted probability
+(blended, by default only when there are no points, with the inverted normalised distance to
+the background) then splits touching nuclei along the probability valleys and the mask's necks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+def _as_xy(points: object) -> np.ndarray:
+    xy = getattr(points, "xy", points)
+    return np.asarray(xy, np.float64).reshape(-1, 2)
+
+
+def _merge_close(rc: np.ndarray, radius_px: float) -> np.ndarray:
+    """Greedy merge of points closer than ``radius_px`` (keeps the first of each cluster)."""
+    if len(rc) < 2 or radius_px <= 0:
+        return rc
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(rc)
+    keep = np.ones(len(rc), bool)
+    for i, j in sorted(tree.query_pairs(radius_px)):
+        if keep[i] and keep[j]:
+            keep[j] = False
+    return rc[keep]
+
+
+def binary_mask(
+    prob: np.ndarray,
+    mpp: float,
+    threshold: float = 0.5,
+    min_area_um2: float = 4.0,
+    fill_holes_um2: float = 20.0,
+) -> np.ndarray:
+    """``prob > threshold``, holes up to ``fill_holes_um2`` filled, objects below
+    ``min_area_um2`` removed."""
+    from skimage import morphology
+
+    mask = np.asarray(prob) > threshold
+    if fill_holes_um2 > 0:
+        mask = morphology.remove_small_holes(mask, max_size=int(round(fill_holes_um2 / mpp**2)))
+    if min_area_um2 > 0:
+        mask = morphology.remove_small_objects(
+            mask, max_size=max(0, int(round(min_area_um2 / mpp**2)) - 1)
+        )
+    return mask
+
+
+def instances_from_probability(
+    prob: np.ndarray,
+    points: object | None = None,
+    mpp: float = 0.5,
+    threshold: float = 0.5,
+    min_area_um2: float = 4.0,
+    fill_holes_um2: float = 20.0,
+    merge_um: float = 2.0,
+    peak_min_distance_um: float = 2.5,
+    peak_h_um: float = 0.5,
+    distance_weight: float | None = None,
+) -> np.ndarray:
+    """Instance labels (``uint32``, 0 background) from a nucleus probability map.
+
+    ``points`` (a ``Points`` or ``(N, 2)`` (x, y) pixel coordinates on the same grid) seed the
+    watershed; components without a point are seeded by maxima of their distance transform
+    (at least ``peak_min_distance_um`` apart and standing ``peak_h_um`` above their
+    surroundings). The flooded surface is ``(1 - w) * (1 - prob) + w * (1 - d / d_max)`` with
+    ``w = distance_weight`` and ``d`` the distance to the background (per component maximum
+    ``d_max``); by default ``w`` is 0 when points seed the flooding (a geodesic Voronoi split
+    between the points) and 0.5 without points. Fragments smaller than ``min_area_um2`` are
+    dropped; labels are renumbered ``1..N``.
+    """
+    from skimage import feature, segmentation
+
+    if not mpp > 0:
+        raise ValueError(f"mpp must be positive, got {mpp}")
+    prob = np.asarray(prob, np.float32)
+    if prob.ndim != 2:
+        raise ValueError(f"expected a 2-D probability map, got shape {prob.shape}")
+    mask = binary_mask(prob, mpp, threshold, min_area_um2, fill_holes_um2)
+    if not mask.any():
+        return np.zeros(prob.shape, np.uint32)
+    comp, n_comp = ndi.label(mask)
+    dist = ndi.distance_transform_edt(mask).astype(np.float32)
+    markers = np.zeros(prob.shape, np.int32)
+    n = n_points = 0
+    if points is not None:
+        xy = _as_xy(points)
+        rc = np.rint(xy[:, ::-1]).astype(np.int64)
+        h, w = prob.shape
+        ok = (rc[:, 0] >= 0) & (rc[:, 0] < h) & (rc[:, 1] >= 0) & (rc[:, 1] < w)
+        rc = rc[ok]
+        rc = rc[mask[rc[:, 0], rc[:, 1]]]
+        rc = _merge_close(rc, merge_um / mpp)
+        n = len(rc)
+        markers[rc[:, 0], rc[:, 1]] = np.arange(1, n + 1)
+        n_points = n
+    seeded = np.zeros(n_comp + 1, bool)
+    seeded[np.unique(comp[markers > 0])] = True
+    seeded[0] = True
+    orphan = ~seeded[comp]
+    if orphan.any():
+        # distance maxima in point-less components; an h-maxima style floor avoids one
+        # marker per bump of a ragged outline
+        smooth = ndi.gaussian_filter(dist, 1.0)
+        peaks = feature.peak_local_max(
+            smooth,
+            min_distance=max(1, int(round(peak_min_distance_um / mpp))),
+            labels=np.where(orphan, comp, 0),
+            exclude_border=False,
+        )
+        if len(peaks) and peak_h_um > 0:
+            peaks = _h_filter(smooth, peaks, comp, peak_h_um / mpp)
+        markers[tuple(peaks.T)] = np.arange(n + 1, n + len(peaks) + 1)
+        n += len(peaks)
+        # a component too small to have a maximum still becomes one object
+        left = orphan & ~np.isin(comp, np.unique(comp[markers > 0]))
+        if left.any():
+            extra, n_extra = ndi.label(left)
+            seeds = ndi.maximum_position(dist, extra, np.arange(1, n_extra + 1))
+            for k, (r, c) in enumerate(seeds, start=1):
+                markers[int(r), int(c)] = n + k
+            n += n_extra
+    dmax = np.zeros(n_comp + 1, np.float32)
+    dmax[1:] = ndi.maximum(dist, comp, np.arange(1, n_comp + 1))
+    dnorm = dist / np.maximum(dmax[comp], 1.0)
+    if distance_weight is None:
+        # with points the flooding is a geodesic Voronoi split (best on kumar_train / val);
+        # without, the distance term splits touching blobs at their necks
+        distance_weight = 0.0 if n_points else 0.5
+    surface = (1.0 - distance_weight) * (1.0 - prob) + distance_weight * (1.0 - dnorm)
+    labels = segmentation.watershed(surface, markers, mask=mask)
+    return _drop_small(labels, int(round(min_area_um2 / mpp**2)))
+
+
+def _h_filter(surface: np.ndarray, peaks: np.ndarray, comp: np.ndarray, h: float) -> np.ndarray:
+    """Keep the highest peak of each component, and others only if they rise ``h`` above the
+    saddle toward a higher peak (approximated by the component's value on the line between)."""
+    keep = np.ones(len(peaks), bool)
+    vals = surface[tuple(peaks.T)]
+    order = np.argsort(-vals)
+    peaks, vals = peaks[order], vals[order]
+    keep = np.ones(len(peaks), bool)
+    for i in range(len(peaks)):
+        for j in range(i):
+            if not keep[j] or comp[tuple(peaks[i])] != comp[tuple(peaks[j])]:
+                continue
+            n = int(np.ceil(np.hypot(*(peaks[i] - peaks[j])))) + 1
+            line = np.linspace(peaks[j], peaks[i], n).round().astype(np.intp)
+            saddle = float(surface[line[:, 0], line[:, 1]].min())
+            if vals[i] - saddle < h:
+                keep[i] = False
+                break
+    return peaks[keep]
+
+
+def _drop_small(labels: np.ndarray, min_px: int) -> np.ndarray:
+    n = int(labels.max())
+    if n == 0:
+        return labels.astype(np.uint32)
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = area >= max(min_px, 1)
+    keep[0] = False
+    lut = np.zeros(n + 1, np.uint32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return lut[labels]
