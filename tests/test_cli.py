@@ -184,3 +184,18 @@ def test_unknown_model_is_a_clean_error(tmp_path):
         "nope",
     )
     assert r.returncode == 2 and len(_error_lines(r.stderr)) == 1 and "nope" in r.stderr
+
+
+@pytest.mark.parametrize("model", ["no-such-model", "EMPTY_DIR"])
+def test_unknown_model_or_empty_model_dir_is_one_error_line(tmp_path, model):
+    rgb, _, _ = render_nuclei((64, 64), n=3, seed=1)
+    img = tmp_path / "a.png"
+    Image.fromarray(rgb).save(img)
+    if model == "EMPTY_DIR":
+        model = str(tmp_path / "empty")
+        (tmp_path / "empty").mkdir()
+    r = _run("nuclei", "segment", str(img), "--out", str(tmp_path / "out"), "--model", model)
+    assert r.returncode == 2
+    lines = _error_lines(r.stderr)
+    assert len(lines) == 1 and model in lines[0]
+    assert "Traceback" not in r.stderr

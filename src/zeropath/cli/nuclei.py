@@ -17,14 +17,26 @@ from zeropath.cli.common import (
 )
 from zeropath.errors import ModelError
 
-#: Segmenters the CLI knows by name. ``default`` is what runs without ``--model``.
-BUILTIN_MODELS = ("classical", "instanseg-brightfield-nuclei")
-DEFAULT_MODEL = "classical"
+#: Segmenters the CLI knows by name. Without ``--model`` the bundled label-free ZA-Net model
+#: runs (``zanet-default``); an installation without it falls back to ``classical``.
+BUILTIN_MODELS = ("zanet-default", "classical", "instanseg-brightfield-nuclei")
+DEFAULT_MODEL = "zanet-default"
 
 
 def load_segmenter(name: str | None):
-    """Resolve ``--model`` to a segmenter object."""
-    name = name or DEFAULT_MODEL
+    """Resolve ``--model`` (a built-in name or a ``nuclei fit`` model directory) to a segmenter."""
+    from zeropath.nuclei.zanet import MODEL_JSON, ZANetSegmenter, bundled_model_dir
+
+    if name is None or name == "zanet-default":
+        bundled = bundled_model_dir()
+        if (bundled / MODEL_JSON).is_file():
+            return ZANetSegmenter(bundled, name="zanet-default")
+        if name is not None:
+            raise ModelError(
+                f"the bundled model is missing from this installation ({bundled}); "
+                "reinstall zeropath or pass --model classical"
+            )
+        name = "classical"
     if name == "classical":
         from zeropath.nuclei.classical import ClassicalSegmenter
 
@@ -33,7 +45,15 @@ def load_segmenter(name: str | None):
         from zeropath.nuclei.instanseg import InstanSegSegmenter
 
         return InstanSegSegmenter()
-    raise ModelError(f"unknown nucleus model {name!r}; available: {', '.join(BUILTIN_MODELS)}")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ZANetSegmenter(path)
+    if path.name == MODEL_JSON and path.is_file():
+        return ZANetSegmenter(path.parent)
+    raise ModelError(
+        f"unknown nucleus model {name!r}: not a model directory (model.json) and not one of "
+        f"{', '.join(BUILTIN_MODELS)}"
+    )
 
 
 @click.group()

@@ -596,6 +596,39 @@ class SamPredictor:
 
         Returns an instance label image, uint32, 0 = background.
         """
+        cands = self.automatic_crops(
+            rgb,
+            points_per_side=points_per_side,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_thresh=stability_thresh,
+            stability_offset=stability_offset,
+            nms_iou=nms_iou,
+            min_area_px=min_area_px,
+            max_area_frac=max_area_frac,
+            window_px=window_px,
+        )
+        h, w = self.original_size
+        if not cands:
+            return np.zeros((h, w), np.uint32)
+        scores = np.array([c.iou for c in cands], np.float64)
+        labels_img = _paint(cands, list(range(len(cands))), scores, (h, w))
+        return _drop_small(labels_img, min_area_px)
+
+    def automatic_crops(
+        self,
+        rgb: np.ndarray,
+        points_per_side: int = 32,
+        pred_iou_thresh: float = 0.8,
+        stability_thresh: float = 0.9,
+        stability_offset: float = 1.0,
+        nms_iou: float = 0.7,
+        min_area_px: int = 16,
+        max_area_frac: float = 0.05,
+        window_px: float | None = None,
+    ) -> list[MaskCrop]:
+        """The masks :meth:`automatic_masks` paints (same arguments), before painting: tight
+        :class:`MaskCrop` s that passed the filters and box NMS, best predicted IoU first.
+        For callers that resolve overlaps or filter masks their own way."""
         self.set_image(rgb)
         h, w = self.original_size
         n = int(points_per_side)
@@ -637,12 +670,11 @@ class SamPredictor:
                         continue
                     cands.append(crop)
         if not cands:
-            return np.zeros((h, w), np.uint32)
+            return []
         boxes = np.array([c.bbox() for c in cands], np.float64)
         scores = np.array([c.iou for c in cands], np.float64)
         keep = box_nms(boxes, scores, nms_iou)
-        labels_img = _paint(cands, keep.tolist(), scores, (h, w))
-        return _drop_small(labels_img, min_area_px)
+        return [cands[i] for i in keep.tolist()]
 
 
 def _choose(low: torch.Tensor, iou: torch.Tensor, choice: str | int) -> torch.Tensor:
