@@ -260,6 +260,12 @@ class TinyViTBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.local_conv = Conv2dBN(dim, dim, local_conv_size, 1, local_conv_size // 2, groups=dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        # optional bottleneck adapters on the two residual branches (see ``adapters.py``);
+        # absent by default, so they add no state-dict keys and the checkpoint loads strictly
+        self.adapter_attn: nn.Module | None
+        self.adapter_mlp: nn.Module | None
+        self.register_module("adapter_attn", None)
+        self.register_module("adapter_mlp", None)
 
     def _window_attention(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         h, w = hw
@@ -281,9 +287,15 @@ class TinyViTBlock(nn.Module):
         return x.reshape(b, n, c)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self._window_attention(x, hw))
+        y = self._window_attention(x, hw)
+        if self.adapter_attn is not None:
+            y = y + self.adapter_attn(y)
+        x = x + self.drop_path(y)
         x = _map_to_tokens(self.local_conv(_tokens_to_map(x, hw)))
-        return x + self.drop_path(self.mlp(x))
+        y = self.mlp(x)
+        if self.adapter_mlp is not None:
+            y = y + self.adapter_mlp(y)
+        return x + self.drop_path(y)
 
 
 class BasicLayer(nn.Module):
