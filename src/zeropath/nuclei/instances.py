@@ -171,3 +171,65 @@ def _drop_small(labels: np.ndarray, min_px: int) -> np.ndarray:
     lut = np.zeros(n + 1, np.uint32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
     return lut[labels]
+
+
+def instances_from_maps(
+    fg: np.ndarray,
+    interior: np.ndarray,
+    points: object | None = None,
+    mpp: float = 0.5,
+    threshold: float = 0.5,
+    marker_threshold: float = 0.5,
+    min_marker_um2: float = 2.0,
+    min_area_um2: float = 4.0,
+    fill_holes_um2: float = 20.0,
+    merge_um: float = 2.0,
+) -> np.ndarray:
+    """Instance labels from a three-class network (background / interior / boundary).
+
+    The mask is ``fg > threshold`` (``fg`` = 1 - background probability); the markers are the
+    connected parts of ``interior > marker_threshold`` of at least ``min_marker_um2`` (the
+    boundary class parts touching nuclei), and, given ``points``, the points that fall in a
+    mask component no interior marker reached. The watershed floods ``1 - interior`` within the
+    mask; fragments below ``min_area_um2`` are dropped and labels renumbered ``1..N``.
+    """
+    from skimage import segmentation
+
+    if not mpp > 0:
+        raise ValueError(f"mpp must be positive, got {mpp}")
+    fg = np.asarray(fg, np.float32)
+    interior = np.asarray(interior, np.float32)
+    if fg.ndim != 2 or fg.shape != interior.shape:
+        raise ValueError(f"expected two 2-D maps of one shape, got {fg.shape}, {interior.shape}")
+    mask = binary_mask(fg, mpp, threshold, min_area_um2, fill_holes_um2)
+    if not mask.any():
+        return np.zeros(fg.shape, np.uint32)
+    markers, n = ndi.label((interior > marker_threshold) & mask)
+    if n:
+        size = np.bincount(markers.ravel(), minlength=n + 1)
+        ok = size >= max(1, int(round(min_marker_um2 / mpp**2)))
+        ok[0] = False
+        lut = np.zeros(n + 1, np.int32)
+        lut[ok] = np.arange(1, int(ok.sum()) + 1)
+        markers = lut[markers]
+        n = int(ok.sum())
+    comp, n_comp = ndi.label(mask)
+    seeded = np.zeros(n_comp + 1, bool)
+    seeded[np.unique(comp[markers > 0])] = True
+    seeded[0] = True
+    if points is not None:
+        rc = np.rint(_as_xy(points)[:, ::-1]).astype(np.int64)
+        h, w = fg.shape
+        ok = (rc[:, 0] >= 0) & (rc[:, 0] < h) & (rc[:, 1] >= 0) & (rc[:, 1] < w)
+        rc = rc[ok]
+        rc = rc[mask[rc[:, 0], rc[:, 1]] & ~seeded[comp[rc[:, 0], rc[:, 1]]]]
+        rc = _merge_close(rc, merge_um / mpp)
+        markers[rc[:, 0], rc[:, 1]] = np.arange(n + 1, n + len(rc) + 1)
+        n += len(rc)
+        seeded[np.unique(comp[markers > 0])] = True
+    orphan = ~seeded[comp]
+    if orphan.any():  # a mask component without any marker stays one object
+        extra, _ = ndi.label(orphan)
+        markers = np.where(orphan, extra + n, markers)
+    labels = segmentation.watershed(1.0 - interior, markers, mask=mask)
+    return _drop_small(labels, int(round(min_area_um2 / mpp**2)))

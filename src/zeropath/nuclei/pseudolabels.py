@@ -7,6 +7,12 @@ Two label sources, each ``uint8`` with :data:`BACKGROUND` = 0, :data:`NUCLEUS` =
   the cell edges are background and a small disk at each point is nucleus; the rest is unknown.
 * :func:`cluster_label` — k-means (3 clusters) on colour + clipped distance to the nearest point:
   the cluster nearest the points is nucleus, the farthest background, the middle one unknown.
+* :func:`stain_label` — the training-free stain segmentation
+  (:mod:`zeropath.nuclei.classical`): its masks nucleus, a ring around them and the lines
+  between touching masks background, the rest unknown.
+
+:func:`boundary_targets` turns a label into a three-class target (nucleus pixels near the edge
+of their nucleus become :data:`BOUNDARY`), the nuclei given by :func:`split_at_points`.
 
 :func:`combine_labels` merges sources by consensus (optionally with instance masks, e.g. SAM
 masks prompted at the points, through :func:`mask_label`) and :func:`make_pseudolabels` runs the
@@ -25,10 +31,13 @@ from zeropath.stain import as_rgb, hed_od
 
 BACKGROUND = 0
 NUCLEUS = 1
+BOUNDARY = 2  # nucleus boundary, for three-class (instance-aware) targets
 IGNORE = 255
 
 #: label sources understood by :func:`make_pseudolabels`
-SOURCES = ("voronoi", "cluster")
+SOURCES = ("voronoi", "cluster", "stain")
+#: the sources :func:`make_pseudolabels` uses unless told (``nuclei fit`` adds ``stain``)
+DEFAULT_USE = ("voronoi", "cluster")
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,9 @@ class PseudoLabelParams:
     seed: int = 0
     # consensus
     edge_check: bool = True  # a Voronoi edge over nucleus-coloured pixels is not background
+    # stain source (the training-free classical segmentation as a label source)
+    stain_ring_um: float = 1.0  # background ring just outside the stain masks
+    stain_erode_um: float = 0.0  # > 0: the masks' outer rim of this width is left unsure
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -398,6 +410,79 @@ def mask_label(masks: np.ndarray, mpp: float, ring_um: float = 1.0) -> np.ndarra
     return label
 
 
+def stain_label(
+    rgb: np.ndarray,
+    mpp: float,
+    ring_um: float = 1.0,
+    erode_um: float = 0.0,
+    masks: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pseudo-label from the training-free stain segmentation
+    (:func:`zeropath.nuclei.classical.segment_classical`): its masks are nucleus, a ring of
+    ``ring_um`` around them and the lines between touching masks background, the rest ignore.
+    ``erode_um`` > 0 leaves the masks' outer rim unsure. ``masks`` (instance labels on the
+    same grid) skips the segmentation.
+    """
+    _check_mpp(mpp)
+    if masks is None:
+        from zeropath.nuclei.classical import segment_classical
+
+        masks = segment_classical(as_rgb(rgb), mpp)
+    label = mask_label(masks, mpp, ring_um)
+    if erode_um > 0:
+        inside = np.asarray(masks) > 0
+        core = ndi.binary_erosion(inside, iterations=max(1, int(round(erode_um / mpp))))
+        label[inside & ~core & (label == NUCLEUS)] = IGNORE
+    return label
+
+
+def boundary_targets(
+    label: np.ndarray, instances: np.ndarray | None, mpp: float, width_um: float = 1.0
+) -> np.ndarray:
+    """Three-class target from a pseudo-label: nucleus pixels within ``width_um`` of the edge
+    of their nucleus become :data:`BOUNDARY` (2); background, interior and ignore stay.
+
+    The nuclei are ``instances`` (instance labels on the same grid, e.g. the stain
+    segmentation split at the points) where given, else the connected components of the
+    label's nucleus pixels. A boundary class teaches the network where touching nuclei part.
+    """
+    _check_mpp(mpp)
+    label = np.asarray(label, np.uint8)
+    nuc = label == NUCLEUS
+    if instances is None:
+        inst, _ = ndi.label(nuc)
+    else:
+        inst = np.asarray(instances).astype(np.int64)
+    r = max(1, int(round(width_um / mpp)))
+    size = 2 * r + 1
+    hi = ndi.grey_dilation(inst, size=(size, size))
+    lo = ndi.grey_erosion(inst, size=(size, size))
+    edge = (inst > 0) & ((hi != inst) | (lo != inst))
+    out = label.copy()
+    out[nuc & edge] = BOUNDARY
+    return out
+
+
+def split_at_points(masks: np.ndarray, xy: object) -> np.ndarray:
+    """Instance labels: each mask split by the Voronoi cells of the points inside it (a mask
+    with no point keeps one label). Touching nuclei merged by the masks part at the points."""
+    masks = np.asarray(masks).astype(np.int64)
+    pts = _as_xy(xy)
+    if not (masks > 0).any():
+        return np.zeros(masks.shape, np.int32)
+    if len(pts):
+        cells, _ = nearest_seed(masks.shape, pts)
+        seeds, _ = _seed_image(masks.shape, pts)
+    else:
+        cells = seeds = np.zeros(masks.shape, np.int32)
+    has_pt = np.zeros(int(masks.max()) + 1, bool)
+    has_pt[np.unique(masks[(seeds > 0) & (masks > 0)])] = True
+    has_pt[0] = False
+    key = masks * (int(cells.max()) + 1) + np.where(has_pt[masks], cells, 0)
+    _, inv = np.unique(key, return_inverse=True)  # background (key 0) stays 0
+    return inv.reshape(masks.shape).astype(np.int32)
+
+
 def combine_labels(*labels: np.ndarray) -> np.ndarray:
     """Consensus of label sources: a pixel is set where every sure source agrees, else ignore.
 
@@ -425,9 +510,10 @@ def make_pseudolabels(
     rgb: np.ndarray,
     points: object,
     mpp: float,
-    use: Sequence[str] = SOURCES,
+    use: Sequence[str] = DEFAULT_USE,
     sam_mask: np.ndarray | None = None,
     params: PseudoLabelParams | None = None,
+    stain_masks: np.ndarray | None = None,
     **overrides: object,
 ) -> np.ndarray:
     """Pseudo-label (``uint8``: 0 background, 1 nucleus, 255 ignore) for one image.
@@ -439,6 +525,8 @@ def make_pseudolabels(
     :class:`PseudoLabelParams`). With the cluster source and ``colour_check``, points whose
     neighbourhood does not look nuclear get no Voronoi nucleus disk; with ``edge_check``,
     Voronoi edges over nucleus-coloured pixels (a doubled or a missed point) are not background.
+    The ``stain`` source (:func:`stain_label`) adds the classical stain segmentation
+    (``stain_masks`` when already computed) to the consensus.
     """
     p = _params(params, overrides)
     unknown = set(use) - set(SOURCES)
@@ -460,6 +548,8 @@ def make_pseudolabels(
         if p.edge_check and nuclear is not None:
             vor[(vor == BACKGROUND) & nuclear] = IGNORE
         parts.insert(0, vor)
+    if "stain" in use:
+        parts.append(stain_label(rgb, mpp, p.stain_ring_um, p.stain_erode_um, stain_masks))
     if sam_mask is not None:
         if np.asarray(sam_mask).shape != shape:
             raise ValueError(f"sam_mask shape {np.asarray(sam_mask).shape} differs from {shape}")

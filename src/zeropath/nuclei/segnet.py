@@ -4,7 +4,10 @@
 pseudo-labels (:mod:`zeropath.nuclei.pseudolabels`: 0 background, 1 nucleus, 255 ignore) with a
 *partial* cross-entropy that skips the ignore pixels, HED colour jitter, flips and 90° turns;
 optionally followed by self-training rounds (predict, keep the confident pixels as extra labels,
-retrain briefly). :class:`SegNet` predicts a nucleus probability map, tiled with overlap so
+retrain briefly). A three-class network (``UNetConfig(n_classes=3)``: background, nucleus
+interior, nucleus boundary) learns where touching nuclei part; ``normalise`` scales each image's
+stains to a reference first (:func:`zeropath.stain.stain_normalise`), in training and
+prediction. :class:`SegNet` predicts a nucleus probability map, tiled with overlap so
 memory stays bounded, and saves as plain tensors plus a JSON config (loadable with
 ``torch.load(weights_only=True)``).
 
@@ -27,7 +30,7 @@ import numpy as np
 from zeropath.errors import ModelError
 from zeropath.models.unet import UNetConfig, build_unet, count_parameters
 from zeropath.nuclei.pseudolabels import BACKGROUND, IGNORE, NUCLEUS, combine_labels
-from zeropath.stain import HED_VECTORS, as_rgb
+from zeropath.stain import HED_VECTORS, as_rgb, stain_normalise
 
 FORMAT = "zeropath.segnet/1"
 #: the network :func:`fit_segnet` builds by default: half the widths of :class:`UNetConfig`'s
@@ -54,6 +57,7 @@ class FitParams:
     self_train_rounds: int = 0
     self_train_iterations: int = 150
     confident: float = 0.9  # self-training: p >= this is nucleus, p <= 1 - this background
+    normalise: bool = False  # per-image H&E scaling (zeropath.stain.stain_normalise) in and out
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -159,6 +163,8 @@ class SegNet:
 
             s = mpp / self.mpp
             work = resize_rgb(rgb, (max(8, round(h0 * s)), max(8, round(w0 * s))))
+        if self.normalise:
+            work = stain_normalise(work)
         with torch.inference_mode():
             prob = self._tiled(work, tta, tile, overlap)
         if prob.shape != (h0, w0):
@@ -167,48 +173,76 @@ class SegNet:
             prob = resize(prob, (h0, w0), order=1, preserve_range=True).astype(np.float32)
         return prob
 
-    def _forward(self, x: np.ndarray, tta: bool) -> np.ndarray:
-        """Probability of a C×H×W float array whose sides are multiples of the net's."""
+    @property
+    def normalise(self) -> bool:
+        """Whether inputs are stain-normalised per image (as in training)."""
+        return bool(self.config.get("fit", {}).get("normalise", False))
+
+    @property
+    def n_classes(self) -> int:
+        """2 (background, nucleus) or 3 (background, nucleus interior, nucleus boundary)."""
+        return int(self.unet_config.n_classes)
+
+    def predict_maps(
+        self, rgb: np.ndarray, tta: bool = False, tile: int = 512, overlap: int = 32
+    ) -> np.ndarray:
+        """Class probabilities ``K×H×W`` (float32) of an image at the network's µm/px."""
         import torch
 
+        rgb = as_rgb(rgb)
+        if self.normalise:
+            rgb = stain_normalise(rgb)
+        with torch.inference_mode():
+            return self._tiled(rgb, tta, tile, overlap, full=True)
+
+    def _forward(self, x: np.ndarray, tta: bool, full: bool = False) -> np.ndarray:
+        """Nucleus probability (or, with ``full``, all class probabilities) of a C×H×W float
+        array whose sides are multiples of the net's."""
+        import torch
+
+        k = self.n_classes
         t = torch.from_numpy(x[None]).contiguous(memory_format=torch.channels_last)
         flips: list[tuple[int, ...]] = [()] + ([(3,), (2,), (2, 3)] if tta else [])
         acc = None
         for dims in flips:
             xi = torch.flip(t, dims) if dims else t
-            logits = self.inference_model()(xi)[:, :2]
-            p = torch.softmax(logits, 1)[:, 1:2]
+            logits = self.inference_model()(xi)[:, :k]
+            p = torch.softmax(logits, 1)
+            p = p if full else 1.0 - p[:, :1]  # nucleus = interior (+ boundary)
             p = torch.flip(p, dims) if dims else p
             acc = p if acc is None else acc + p
         assert acc is not None
-        return (acc / len(flips))[0, 0].numpy()
+        out = (acc / len(flips))[0].numpy()
+        return out if full else out[0]
 
-    def _tiled(self, rgb: np.ndarray, tta: bool, tile: int, overlap: int) -> np.ndarray:
+    def _tiled(
+        self, rgb: np.ndarray, tta: bool, tile: int, overlap: int, full: bool = False
+    ) -> np.ndarray:
         m = 2 ** (len(self.unet_config.widths) - 1)
         h, w = rgb.shape[:2]
         tile = max(m * 4, (tile // m) * m)
         overlap = max(0, min(overlap, tile // 4))
         if h <= tile and w <= tile:
-            return self._padded(rgb, tta, m)
-        out = np.zeros((h, w), np.float32)
+            return self._padded(rgb, tta, m, full)
+        out = np.zeros(((self.n_classes,) if full else ()) + (h, w), np.float32)
         step = tile - 2 * overlap
         for y0 in range(0, h, step):
             for x0 in range(0, w, step):
                 ry0, rx0 = max(0, y0 - overlap), max(0, x0 - overlap)
                 ry1, rx1 = min(h, y0 + step + overlap), min(w, x0 + step + overlap)
-                p = self._padded(rgb[ry0:ry1, rx0:rx1], tta, m)
+                p = self._padded(rgb[ry0:ry1, rx0:rx1], tta, m, full)
                 cy1, cx1 = min(h, y0 + step), min(w, x0 + step)
-                out[y0:cy1, x0:cx1] = p[y0 - ry0 : cy1 - ry0, x0 - rx0 : cx1 - rx0]
+                out[..., y0:cy1, x0:cx1] = p[..., y0 - ry0 : cy1 - ry0, x0 - rx0 : cx1 - rx0]
         return out
 
-    def _padded(self, rgb: np.ndarray, tta: bool, m: int) -> np.ndarray:
+    def _padded(self, rgb: np.ndarray, tta: bool, m: int, full: bool = False) -> np.ndarray:
         h, w = rgb.shape[:2]
         ph, pw = (-h) % m, (-w) % m
         x = _to_input(rgb)
         if ph or pw:
             mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
             x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode=mode)
-        return self._forward(x, tta)[:h, :w]
+        return self._forward(x, tta, full)[..., :h, :w]
 
     # -- persistence
 
@@ -360,11 +394,10 @@ class _Crops:
         return np.stack(xs), np.stack(ys)
 
 
-def _class_weight(labels: Sequence[np.ndarray]) -> np.ndarray:
-    n_bg = sum(int((lab == BACKGROUND).sum()) for lab in labels)
-    n_fg = sum(int((lab == NUCLEUS).sum()) for lab in labels)
-    tot = max(n_bg + n_fg, 1)
-    w = np.array([tot / max(n_bg, 1), tot / max(n_fg, 1)], np.float64)
+def _class_weight(labels: Sequence[np.ndarray], k: int = 2) -> np.ndarray:
+    counts = [sum(int((lab == c).sum()) for lab in labels) for c in range(k)]
+    tot = max(sum(counts), 1)
+    w = np.array([tot / max(n, 1) for n in counts], np.float64)
     w = np.clip(w / w.mean(), 0.2, 5.0)
     return (w / w.mean()).astype(np.float32)
 
@@ -403,7 +436,7 @@ def _train(
         x, y = crops.batch(rng, p.batch)
         xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
         yt = torch.from_numpy(y)
-        logits = model(xt)[:, :2]
+        logits = model(xt)[:, : model.config.n_classes]
         loss = partial_cross_entropy(logits, yt, w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -417,7 +450,15 @@ def _train(
 
 def confident_labels(prob: np.ndarray, confident: float = 0.9) -> np.ndarray:
     """Pseudo-label from a probability map: nucleus where ``p >= confident``, background where
-    ``p <= 1 - confident``, ignore elsewhere."""
+    ``p <= 1 - confident``, ignore elsewhere. A ``K×H×W`` stack of class probabilities gives
+    the arg-max class where its probability reaches ``confident``."""
+    prob = np.asarray(prob)
+    if prob.ndim == 3:
+        lab = np.full(prob.shape[1:], IGNORE, np.uint8)
+        best = prob.argmax(0)
+        sure = prob.max(0) >= confident
+        lab[sure] = best[sure].astype(np.uint8)
+        return lab
     lab = np.full(prob.shape, IGNORE, np.uint8)
     lab[prob <= 1.0 - confident] = BACKGROUND
     lab[prob >= confident] = NUCLEUS
@@ -431,6 +472,7 @@ def fit_segnet(
     params: FitParams | None = None,
     unet: UNetConfig | None = None,
     progress: ProgressFn | None = None,
+    on_round: Callable[[int, SegNet], None] | None = None,
     **overrides: Any,
 ) -> SegNet:
     """Train a :class:`SegNet` on RGB images and their pseudo-labels (same grids, at ``mpp``).
@@ -438,7 +480,10 @@ def fit_segnet(
     Settings come from ``params`` (a :class:`FitParams`) updated by keyword ``overrides``
     (``iterations=``, ``crop=``, ``time_budget_s=``, ``self_train_rounds=`` …). Deterministic for
     a given seed and thread count. The returned model's ``config["history"]`` holds the loss per
-    iteration, averaged over blocks of 10.
+    iteration, averaged over blocks of 10. Labels hold 0 background, 1 nucleus (interior with
+    a three-class ``unet``), 2 nucleus boundary (three classes only) and 255 ignore.
+    ``on_round(r, net)`` sees the network after the main training (``r = 0``) and after each
+    self-training round (for benchmarks; its time counts).
     """
     from dataclasses import replace
 
@@ -454,8 +499,12 @@ def fit_segnet(
     rng = np.random.default_rng(p.seed)
     model = build_unet(cfg).to(memory_format=torch.channels_last)
     labels = [np.asarray(lab, np.uint8) for lab in pseudolabels]
-    crops = _Crops(images, labels, p.crop, p)
-    weight = _class_weight(labels) if p.balance else None
+    if p.normalise:  # the network sees normalised stains; _self_label's predictions do too
+        train_images = [stain_normalise(img) for img in images]
+    else:
+        train_images = list(images)
+    crops = _Crops(train_images, labels, p.crop, p)
+    weight = _class_weight(labels, cfg.n_classes) if p.balance else None
     t0 = time.perf_counter()
     rounds = max(0, p.self_train_rounds)
     # the self-training rounds share the time budget: 1/4 of it for all of them
@@ -463,6 +512,8 @@ def fit_segnet(
     losses = _train(model, crops, p, p.iterations, p.lr, main_budget, rng, weight, progress, "fit")
     history = {"fit": _blocks(losses)}
     net = SegNet(model, _config(cfg, mpp, p))
+    if on_round:
+        on_round(0, _snapshot(net))
     for r in range(rounds):
         spent = time.perf_counter() - t0
         left = (p.time_budget_s - spent) / (rounds - r) if p.time_budget_s else None
@@ -470,11 +521,10 @@ def fit_segnet(
             break
         net = SegNet(model, net.config)  # the weights changed: a fresh inference copy
         new = [
-            combine_labels(lab, confident_labels(net.predict_proba(img, tta=True), p.confident))
-            for img, lab in zip(images, labels, strict=True)
+            _self_label(net, img, lab, p.confident) for img, lab in zip(images, labels, strict=True)
         ]
-        crops = _Crops(images, new, p.crop, p)
-        weight = _class_weight(new) if p.balance else None
+        crops = _Crops(train_images, new, p.crop, p)
+        weight = _class_weight(new, cfg.n_classes) if p.balance else None
         losses = _train(
             model,
             crops,
@@ -489,10 +539,32 @@ def fit_segnet(
         )
         history[f"self_train_{r + 1}"] = _blocks(losses)
         labels = new
+        if on_round:
+            on_round(r + 1, _snapshot(SegNet(model, net.config)))
     net = SegNet(model, net.config)
     net.config["history"] = history
     net.config["fit_seconds"] = round(time.perf_counter() - t0, 2)
     return net
+
+
+def _snapshot(net: SegNet) -> SegNet:
+    """A copy of ``net`` that later training does not change."""
+    import copy
+
+    return SegNet(copy.deepcopy(net.model), dict(net.config))
+
+
+def _self_label(net: SegNet, img: np.ndarray, lab: np.ndarray, confident: float) -> np.ndarray:
+    """Self-training label: the pseudo-label where it is sure, else the net's confident class.
+
+    With two classes the pseudo-label and the confident prediction combine by consensus
+    (:func:`combine_labels`); with three (boundary) the pseudo-label's sure pixels are kept and
+    its unsure pixels take the confident prediction.
+    """
+    if net.n_classes == 2:
+        return combine_labels(lab, confident_labels(net.predict_proba(img, tta=True), confident))
+    conf = confident_labels(net.predict_maps(img, tta=True), confident)
+    return np.where(lab == IGNORE, conf, lab).astype(np.uint8)
 
 
 def _blocks(losses: list[float], n: int = 10) -> list[float]:
