@@ -199,3 +199,20 @@ def test_unknown_model_or_empty_model_dir_is_one_error_line(tmp_path, model):
     lines = _error_lines(r.stderr)
     assert len(lines) == 1 and model in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_fit_with_text_detector_and_no_weights_says_how_to_get_them(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    rgb, _, _ = render_nuclei((96, 96), n=4, seed=2)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = str(tmp_path / "no-owl-here")
+    r = subprocess.run(
+        [sys.executable, "-m", "zeropath", "nuclei", "fit", str(tmp_path / "a.png"),
+         "--out", str(tmp_path / "m"), "--detector", "text", "--detector-model", missing],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2
+    lines = _error_lines(r.stderr)
+    assert len(lines) == 1 and "zeropath[vlm]" in lines[0] and "--detector-model" in lines[0]
+    assert not (tmp_path / "m").exists()

@@ -193,6 +193,24 @@ def segment(
     default=None,
     help="torch CPU threads (default: torch's choice).",
 )
+@click.option(
+    "--detector",
+    type=click.Choice(["stain", "text"]),
+    default="stain",
+    show_default=True,
+    help="Coarse detector: hematoxylin stain prior (offline) or a text-prompted OWLv2/OWL-ViT.",
+)
+@click.option(
+    "--detector-model",
+    default=None,
+    help="Hub id or local folder of the text-prompted detector (default OWLv2 base).",
+)
+@click.option(
+    "--prompt",
+    "prompts",
+    multiple=True,
+    help="Text prompt of the text-prompted detector (repeatable).",
+)
 @handle_errors
 def fit(
     inputs: tuple[Path, ...],
@@ -202,6 +220,9 @@ def fit(
     rounds: int,
     iterations: int,
     threads: int | None,
+    detector: str,
+    detector_model: str | None,
+    prompts: tuple[str, ...],
 ) -> None:
     """Learn a nucleus segmenter from unlabelled images or slides (zero annotations).
 
@@ -211,7 +232,13 @@ def fit(
     from zeropath.nuclei.zanet import model_sha256
 
     options = FitOptions(
-        seed=seed, refine_rounds=rounds, segnet_iterations=iterations, threads=threads
+        seed=seed,
+        refine_rounds=rounds,
+        segnet_iterations=iterations,
+        threads=threads,
+        detector=detector,
+        detector_model=detector_model,
+        prompts=tuple(prompts),
     )
     with Progress("fitting") as progress:
         model = fit_zanet(list(inputs), out, mpp=mpp, options=options, progress=progress)

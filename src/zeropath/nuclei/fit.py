@@ -33,6 +33,10 @@ class FitOptions:
     """Settings of :func:`fit_zanet` (defaults chosen on the Kumar train/val images)."""
 
     seed: int = 0
+    #: coarse detector: "stain" (hematoxylin prior, offline) or "text" (OWLv2/OWL-ViT prompts)
+    detector: str = "stain"
+    detector_model: str | None = None  # hub id or local folder of the text-prompted detector
+    prompts: tuple[str, ...] = ()  # text prompts (empty: the detector's defaults)
     refine_rounds: int = 3
     refine_epochs: float = 6.0
     segnet_iterations: int = 600
@@ -123,6 +127,27 @@ def collect_training_images(
     return out
 
 
+def coarse_detector(options: FitOptions) -> Any:
+    """The stage-1 detector named by ``options.detector``; loads text-prompt weights eagerly.
+
+    A missing ``transformers`` or missing weights is a :class:`~zeropath.errors.ModelError`
+    that says how to get them, raised before any training starts.
+    """
+    from zeropath.nuclei.detect import StainPriorDetector
+
+    if options.detector == "stain":
+        return StainPriorDetector()
+    if options.detector == "text":
+        from zeropath.nuclei.vlm_detect import DEFAULT_MODEL, DEFAULT_PROMPTS, TextPromptDetector
+
+        det = TextPromptDetector(
+            model=options.detector_model or DEFAULT_MODEL,
+            prompts=options.prompts or DEFAULT_PROMPTS,
+        )
+        return det.load()
+    raise ValueError(f"unknown detector {options.detector!r}: use 'stain' or 'text'")
+
+
 def fit_zanet(
     paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str] | None = None,
@@ -169,7 +194,7 @@ def fit_zanet(
     refiner = fit_refiner(
         images,
         [WORK_MPP] * len(images),
-        StainPriorDetector(),
+        coarse_detector(opts),
         rounds=opts.refine_rounds,
         epochs_per_round=opts.refine_epochs,
         seed=opts.seed,
@@ -180,7 +205,7 @@ def fit_zanet(
 
     step("pseudo-labels", 2, 4)
     t = time.perf_counter()
-    coarse = StainPriorDetector()
+    coarse = StainPriorDetector()  # fallback where the refiner finds nothing
     points = []
     for img in images:
         pts = refiner.detect_work(img)
