@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zeropath.nuclei.instances import binary_mask, instances_from_probability
+from zeropath.nuclei.instances import (
+    binary_mask,
+    instances_from_maps,
+    instances_from_probability,
+    interior_peaks,
+)
 from zeropath.nuclei.points import Points
 
 MPP = 0.5
@@ -72,3 +77,40 @@ def test_empty_and_bad_inputs() -> None:
         instances_from_probability(np.zeros((2, 3, 4)), mpp=MPP)
     with pytest.raises(ValueError):
         instances_from_probability(np.zeros((8, 8)), mpp=0)
+
+
+def _interior_bumps(shape: tuple[int, int], centres: list[tuple[float, float]], r: float):
+    """Interior probability of touching discs: 1 at each centre, falling to 0 at the rim."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    inter = np.zeros(shape, np.float32)
+    for cy, cx in centres:
+        d = np.hypot(yy - cy, xx - cx)
+        inter = np.maximum(inter, np.clip(1.0 - d / r, 0.0, 1.0).astype(np.float32))
+    return inter
+
+
+def test_touching_discs_with_joined_interiors_split_at_interior_peaks() -> None:
+    fg = _disks((60, 80), [(30, 30), (30, 44), (30, 68)], 9.0)  # the first two overlap
+    # broad interior bumps: between the first two discs the interior stays above 0.5 (0.53)
+    inter = _interior_bumps((60, 80), [(30, 30), (30, 44), (30, 68)], 15.0)
+    assert inter[30, 37] > 0.5
+    old = instances_from_maps(fg, inter, None, MPP, min_area_um2=1.0, marker_h=0.0)
+    assert old.max() == 2  # threshold markers: the touching pair is one nucleus
+    lab = instances_from_maps(fg, inter, None, MPP, min_area_um2=1.0)
+    assert lab.dtype == np.uint32 and lab.max() == 3
+    assert len({lab[30, 30], lab[30, 44], lab[30, 68]}) == 3
+    # the cut runs at the interior valley between the overlapping discs
+    assert lab[30, 35] == lab[30, 30] and lab[30, 39] == lab[30, 44]
+    # a dip shallower than marker_h (0.47 < 0.6) keeps one object
+    assert instances_from_maps(fg, inter, None, MPP, min_area_um2=1.0, marker_h=0.6).max() == 2
+
+
+def test_interior_peaks_keeps_maxima_by_their_dynamics() -> None:
+    inter = _interior_bumps((40, 60), [(20, 20), (20, 34)], 10.0)
+    # the second bump capped at 0.6: it stands 0.3 above the saddle (0.3) at x = 27
+    inter = np.minimum(inter, np.where(np.arange(60) >= 27, 0.6, 1.0)[None, :]).astype(np.float32)
+    mask = inter > 0.05
+    both = interior_peaks(inter, mask, h=0.2)
+    assert len(both) == 2
+    assert interior_peaks(inter, mask, h=0.45).tolist() == [[20, 20]]
+    assert len(interior_peaks(np.zeros((8, 8), np.float32), np.ones((8, 8), bool), 0.3)) == 0

@@ -123,6 +123,24 @@ def test_save_load_round_trip(fitted) -> None:
     assert again.segnet.n_classes == 3
 
 
+def test_load_fills_missing_instance_settings(fitted, tmp_path) -> None:
+    import json
+    import shutil
+
+    from zeropath.nuclei.zanet import InstanceParams
+
+    _, out, _ = fitted
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    meta = json.loads((old / "model.json").read_text())
+    # a model saved before the interior-peak markers, and one with a setting from the future
+    meta["instances"] = {"threshold": 0.4, "marker_threshold": 0.5, "from_the_future": 1}
+    (old / "model.json").write_text(json.dumps(meta))
+    params = ZANetModel.load(old).instances
+    assert params.threshold == 0.4
+    assert params.marker_h == InstanceParams().marker_h > 0
+
+
 def test_segmenter_on_tile_returns_sane_labels(fitted) -> None:
     _, out, _ = fitted
     seg = ZANetSegmenter(out)
