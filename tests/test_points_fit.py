@@ -37,7 +37,9 @@ def test_fit_points_tiny(tmp_path) -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
     pts = np.array([[10.0, 12.0], [40.0, 30.0], [50.0, 10.0]])
-    opts = FitOptions(steps=4, max_prompts=2, decoder_widths=(8, 8, 4), lr=1e-2)
+    opts = FitOptions(
+        steps=4, max_prompts=2, decoder_widths=(8, 8, 4), lr=1e-2, mask_choice="single"
+    )
     model = fit_points([img, img[:40]], [pts, pts[:2]], 0.5, opts, sam=sam, cache_dir=tmp_path)
     assert len(model.history) == 4 and model.mpp == 0.5
     assert all(math.isfinite(h["loss"]) for h in model.history)

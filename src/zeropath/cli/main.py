@@ -13,6 +13,7 @@ from zeropath.cli.doctor import doctor
 from zeropath.cli.eval import eval_command
 from zeropath.cli.models import models
 from zeropath.cli.nuclei import nuclei
+from zeropath.cli.points import points
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +23,7 @@ def cli() -> None:
 
 
 cli.add_command(nuclei)
+cli.add_command(points)
 cli.add_command(eval_command)
 cli.add_command(models)
 cli.add_command(doctor)

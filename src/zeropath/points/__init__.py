@@ -10,8 +10,13 @@ Module map:
 * :mod:`zeropath.points.losses` — BCE + soft IoU, offset L1, instance contrastive loss with its
   projection head and prototype, weighted total.
 * :mod:`zeropath.points.instances` — instances from the prompt-free maps ``B`` and ``D``.
-* :mod:`zeropath.points.fit` — training-loop sketch (:func:`~.fit.fit_points`) and
-  :func:`~.fit.predict_maps`.
+* :mod:`zeropath.points.windows` — point prompts decoded on local embedding windows (cheap,
+  differentiable) and the targets computed on those windows.
+* :mod:`zeropath.points.fit` — the training loop on SAM-sized crops (:func:`~.fit.fit_points`)
+  and prompt-free prediction at any image size (:func:`~.fit.predict_maps`).
+* :mod:`zeropath.points.train` — ``points fit`` on files (points files, resampling, saving).
+* :mod:`zeropath.points.model` — model directory save/load and :class:`~.model.PointsSegmenter`
+  (the tile-engine adapter behind ``points segment``).
 
 Model parts live under :mod:`zeropath.models`: encoder adapters in
 :mod:`zeropath.models.mobilesam.adapters`, the prompt-free decoder in

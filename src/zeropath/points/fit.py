@@ -1,26 +1,29 @@
-"""A first cut of the self-refining training loop (sketch: correct on tiny models, untuned).
+"""The self-refining training loop on SAM-sized crops, and prompt-free prediction.
 
-:func:`fit_points` adapts a MobileSAM to images with one click per nucleus:
+:func:`fit_points` adapts a MobileSAM to images (already at the working µm/px) with one click
+per nucleus:
 
-1. with the **base** model, every image's embedding (through :class:`SamPredictor`, so the
-   ``cache_dir`` keeps them across runs) and every point's frozen mask ``m_base`` (low-res
-   256² probabilities, float16) are computed once;
-2. adapters go into the encoder (base frozen); each step takes one image, runs the adapted
-   encoder with gradients, decodes all points without gradients for the targets
+1. every image is cut into ``img_size``-square crops (one crop = one SAM input, no resizing;
+   the part outside the image is filled with SAM's mean colour and ignored by every loss);
+2. with the **base** model, every crop's embedding goes through :class:`SamPredictor` (so a
+   ``cache_dir`` keeps them across runs) and every point's frozen mask ``m_base`` is decoded
+   once, in a local window (:func:`~zeropath.points.windows.decode_windows`, float16);
+3. adapters go into the encoder (base frozen); each step takes one crop, runs the adapted
+   encoder with gradients, decodes all its points without gradients for the targets
    (``m_u = α_t·m_base + (1 − α_t)·m_adapt``) and a random subset of ``max_prompts`` points
    with gradients for ``L_P``; the prompt-free decoder gives ``B``, ``D``; consensus labels
    ``S_I``, offset targets and hard negatives follow; ``L_B``, ``L_D`` and the contrastive
    ``L_C`` complete the total loss. The SAM prompt encoder and mask decoder stay frozen.
 
-Everything lives in SAM's low-resolution frame (``img_size / 4`` square, the image in the
-top-left ``ceil(input / 4)`` part, padding ignored). Images should be tiles no larger than
-``img_size`` at the working resolution: larger ones are shrunk by SAM's resize rule (the
-caller crops or resamples; ``mpp`` is recorded, not used for resampling here).
+:func:`predict_maps` runs the adapted encoder and the decoder over an image of any size in
+overlapping crops and stitches the foreground probability and offsets at the image size.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zeropath.models.mobilesam.sam import MobileSAM
+from zeropath.models.mobilesam.sam import PIXEL_MEAN, MobileSAM
 from zeropath.models.nuclei_decoder import NucleiDecoder
 from zeropath.points.losses import (
     LossWeights,
@@ -38,30 +41,47 @@ from zeropath.points.losses import (
     instance_contrastive_loss,
     total_loss,
 )
-from zeropath.points.targets import (
-    IGNORE,
-    alpha_schedule,
-    consensus_labels,
-    distance_targets,
-    ema_target,
-    hard_negative_mask,
-    instance_map,
-    prompt_labels,
-)
+from zeropath.points.targets import IGNORE, alpha_schedule, distance_targets
+from zeropath.points.windows import decode_windows, smallest_mask, window_targets
 
-__all__ = ["FitOptions", "PointsModel", "fit_points", "predict_maps"]
+__all__ = [
+    "FitOptions",
+    "PointsModel",
+    "crop_starts",
+    "fit_points",
+    "pad_crop",
+    "predict_maps",
+]
+
+ProgressFn = Callable[[int, int | None, str], None]
+#: SAM's mean colour: padding with it is (almost) SAM's own zero padding after normalisation
+PAD_RGB = tuple(int(round(v)) for v in PIXEL_MEAN)
 
 
 @dataclass(frozen=True)
 class FitOptions:
-    """Training settings. ``ema_steps`` is the paper's ``T`` (``None``: half of ``steps``)."""
+    """Training settings (``adapter_lr`` for the encoder adapters, ``lr`` for the decoder and
+    projection head). ``ema_steps`` is the paper's ``T`` (``None``: half of ``steps``);
+    during the first ``warmup_steps`` (``None``: a fifth of ``steps``) the consensus labels
+    come from the prompt branch alone, so the fresh decoder gets labels to learn from;
+    ``window_cells`` the side of each prompt's decoding window in embedding cells;
+    ``mask_choice`` which SAM output is each point's mask: ``"smallest"`` non-empty of the three
+    multimask outputs (chosen once on the base model; on H&E it is the nucleus far more often)
+    or ``"single"`` (SAM's single-mask output); ``consensus`` ``"veto"`` (the decoder only
+    vetoes the prompt branch where it confidently disagrees) or ``"agree"`` (the paper's strict
+    rule; see :func:`~zeropath.points.windows.window_targets`)."""
 
-    steps: int = 300
+    steps: int = 200
     lr: float = 1e-3
+    adapter_lr: float = 1e-4
     weight_decay: float = 1e-4
     ema_steps: int | None = None
+    warmup_steps: int | None = None
     max_prompts: int = 32
-    chunk: int = 64
+    chunk: int = 128
+    window_cells: int = 12
+    mask_choice: str = "smallest"
+    consensus: str = "veto"
     adapter_ratio: float = 0.25
     decoder_widths: tuple[int, int, int] = (96, 48, 24)
     weights: LossWeights = field(default_factory=LossWeights)
@@ -77,53 +97,35 @@ class PointsModel:
     head: ProjectionHead
     mpp: float
     history: list[dict[str, float]] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
 
 
 @dataclass
-class _Item:
-    x: torch.Tensor  # (1, 3, S, S) preprocessed input
-    coords: torch.Tensor  # (N, 1, 2) input-frame xy
-    m_base: torch.Tensor  # (N, L, L) float16 probabilities
-    valid: np.ndarray  # (L, L) bool: inside the image
-    input_size: tuple[int, int]
-    original_size: tuple[int, int]
+class _Crop:
+    rgb: np.ndarray  # (S, S, 3) uint8, padded
+    coords: torch.Tensor  # (N, 2) input-frame xy
+    m_base: torch.Tensor  # (N, L, L) float16 probabilities (windows)
+    origins: np.ndarray  # (N, 2) low-res row/col of each window
+    index: torch.Tensor  # (N,) which SAM mask output each prompt uses
+    valid: np.ndarray  # (4e, 4e) bool: inside the image
 
 
-def _decode_logits(sam: MobileSAM, emb: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Single-mask low-res logits ``(N, L, L)`` of point prompts (gradients flow to ``emb``)."""
-    labels = torch.ones(coords.shape[:2], dtype=torch.long)
-    sparse, dense = sam.prompt_encoder((coords, labels), None, None)
-    low, _ = sam.mask_decoder(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, False)
-    return low[:, 0]
+def crop_starts(length: int, size: int, overlap: int = 0) -> list[int]:
+    """Start offsets of windows of ``size`` covering ``[0, length)`` with at least ``overlap``
+    pixels shared by neighbours, evenly spread (one window when ``length <= size``)."""
+    if length <= size:
+        return [0]
+    n = math.ceil((length - overlap) / max(1, size - overlap))
+    return [int(round(i * (length - size) / (n - 1))) for i in range(n)]
 
 
-def _decode_all(
-    sam: MobileSAM, emb: torch.Tensor, coords: torch.Tensor, chunk: int
-) -> torch.Tensor:
-    with torch.no_grad():
-        parts = [
-            torch.sigmoid(_decode_logits(sam, emb, coords[i : i + chunk]))
-            for i in range(0, len(coords), chunk)
-        ]
-    low = sam.config.embedding_size * 4
-    return torch.cat(parts) if parts else torch.zeros(0, low, low)
-
-
-def _prepare(sam: MobileSAM, predictor, rgb: np.ndarray, xy: np.ndarray, chunk: int) -> _Item:
-    from zeropath.models.mobilesam.predictor import resize_longest_side
-
-    predictor.set_image(rgb)
-    coords = torch.as_tensor(
-        predictor.transform_coords(np.asarray(xy)[:, None, :]), dtype=torch.float32
-    )
-    m_base = _decode_all(sam, predictor.features, coords, chunk).half()
-    resized = resize_longest_side(_as_rgb(rgb), sam.img_size)
-    x = sam.preprocess(torch.from_numpy(np.array(resized, np.uint8)).permute(2, 0, 1)[None])
-    low = sam.config.embedding_size * 4
-    h_in, w_in = predictor.input_size
-    valid = np.zeros((low, low), bool)
-    valid[: math.ceil(h_in * low / sam.img_size), : math.ceil(w_in * low / sam.img_size)] = True
-    return _Item(x, coords, m_base, valid, predictor.input_size, predictor.original_size)
+def pad_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """``rgb`` (at most ``size`` square) in the top-left of a ``size²`` mean-colour canvas."""
+    h, w = rgb.shape[:2]
+    out = np.empty((size, size, 3), np.uint8)
+    out[:] = PAD_RGB
+    out[:h, :w] = rgb[..., :3]
+    return out
 
 
 def _as_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -132,38 +134,108 @@ def _as_rgb(rgb: np.ndarray) -> np.ndarray:
     return as_rgb(rgb)
 
 
+def _valid_mask(sam: MobileSAM, h: int, w: int) -> np.ndarray:
+    low = sam.config.embedding_size * 4
+    valid = np.zeros((low, low), bool)
+    valid[: math.ceil(h * low / sam.img_size), : math.ceil(w * low / sam.img_size)] = True
+    return valid
+
+
+def _prepare_crops(
+    sam: MobileSAM,
+    predictor,
+    rgb: np.ndarray,
+    xy: np.ndarray,
+    opts: FitOptions,
+) -> list[_Crop]:
+    s = sam.img_size
+    rgb = _as_rgb(rgb)
+    h, w = rgb.shape[:2]
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    crops = []
+    for y0 in crop_starts(h, s):
+        for x0 in crop_starts(w, s):
+            part = rgb[y0 : y0 + s, x0 : x0 + s]
+            ch, cw = part.shape[:2]
+            local = xy - (x0, y0)
+            inside = (local[:, 0] >= 0) & (local[:, 0] < cw) & (local[:, 1] >= 0)
+            inside &= local[:, 1] < ch
+            if not inside.any():
+                continue
+            padded = pad_crop(part, s)
+            predictor.set_image(padded)
+            coords = torch.as_tensor(local[inside], dtype=torch.float32)
+            with torch.no_grad():
+                low, _, org = decode_windows(
+                    sam, predictor.features, coords, opts.window_cells, opts.chunk
+                )
+            if opts.mask_choice == "smallest":
+                index = smallest_mask(low)
+            else:
+                index = torch.zeros(len(low), dtype=torch.long)
+            low = low[torch.arange(len(low)), index]
+            crops.append(
+                _Crop(
+                    padded,
+                    coords,
+                    torch.sigmoid(low).half(),
+                    org.numpy(),
+                    index,
+                    _valid_mask(sam, ch, cw),
+                )
+            )
+    return crops
+
+
 def _negatives_on_grid(neg: np.ndarray, e: int) -> torch.Tensor:
     """``(L, L)`` hard-negative pixels → ``(1, e, e)`` cells holding any."""
     t = torch.from_numpy(neg.astype(np.float32))[None, None]
     return F.adaptive_max_pool2d(t, e)[0] > 0
 
 
-def _step(model: PointsModel, item: _Item, alpha: float, opts: FitOptions, gen: torch.Generator):
+def _input(sam: MobileSAM, rgb: np.ndarray) -> torch.Tensor:
+    return sam.preprocess(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None])
+
+
+def _step(
+    model: PointsModel,
+    crop: _Crop,
+    alpha: float,
+    opts: FitOptions,
+    gen: torch.Generator,
+    warm: bool = False,
+):
     sam, dec, head = model.sam, model.decoder, model.head
-    emb = sam.image_encoder(item.x)
-    m_adapt = _decode_all(sam, emb.detach(), item.coords, opts.chunk)
-    m_u = ema_target(item.m_base.float(), m_adapt, alpha).numpy()
-    s_p, m_p = prompt_labels(m_u)
-    m_p |= ~item.valid[None]
-    n = len(item.coords)
-    sub = torch.randperm(n, generator=gen)[: opts.max_prompts]
-    l_p = bce_iou_loss(
-        _decode_logits(sam, emb, item.coords[sub]),
-        torch.from_numpy(s_p)[sub],
-        torch.from_numpy(m_p)[sub],
-    )
+    emb = sam.image_encoder(_input(sam, crop.rgb))
+    m_base = crop.m_base.float()
+    if alpha < 1.0:
+        with torch.no_grad():
+            low, _, _ = decode_windows(
+                sam, emb.detach(), crop.coords, opts.window_cells, opts.chunk, crop.index
+            )
+        m_u = (alpha * m_base + (1.0 - alpha) * torch.sigmoid(low)).numpy()
+    else:
+        m_u = m_base.numpy()
     b_logits, d = dec(emb)
     b = torch.sigmoid(b_logits.detach())[0, 0].numpy()
-    s_i = consensus_labels(m_u, b)
-    s_i[~item.valid] = IGNORE
+    tg = window_targets(
+        m_u, crop.origins, b, crop.valid, use_decoder=not warm, veto=opts.consensus == "veto"
+    )
+    n = len(crop.coords)
+    sub = torch.randperm(n, generator=gen)[: opts.max_prompts]
+    low_g, _, _ = decode_windows(
+        sam, emb, crop.coords[sub], opts.window_cells, opts.chunk, crop.index[sub]
+    )
+    l_p = bce_iou_loss(low_g, torch.from_numpy(tg["s_p"])[sub], torch.from_numpy(tg["m_p"])[sub])
+    s_i = tg["s_i"]
     labelled = torch.from_numpy(s_i != IGNORE)
     l_b = bce_iou_loss(b_logits[0, 0], torch.from_numpy(s_i == 1), ~labelled)
-    d_t = torch.from_numpy(distance_targets(instance_map(m_u, s_i)))[None]
+    d_t = torch.from_numpy(distance_targets(tg["instances"]))[None]
     l_d = distance_l1_loss(d, d_t, labelled[None])
     e = emb.shape[-1]
     stride = sam.img_size / e
-    anchors = (item.coords[:, 0] + 0.5) / stride - 0.5  # input px → embedding cells
-    neg = _negatives_on_grid(hard_negative_mask(m_u, b) & item.valid, e)
+    anchors = (crop.coords + 0.5) / stride - 0.5  # input px → embedding cells
+    neg = _negatives_on_grid(tg["negatives"], e)
     l_c = instance_contrastive_loss(head(emb), [anchors], head.prototype, neg, generator=gen)
     loss = total_loss(l_p, l_b, l_d, l_c, opts.weights)
     return loss, {
@@ -172,7 +244,10 @@ def _step(model: PointsModel, item: _Item, alpha: float, opts: FitOptions, gen: 
         "binary": l_b.item(),
         "distance": l_d.item(),
         "contrastive": l_c.item(),
-        "ignored": float((s_i == IGNORE)[item.valid].mean()),
+        "alpha": alpha,
+        "ignored": float((s_i == IGNORE)[crop.valid].mean()),
+        "empty_prompts": float(tg["empty"].mean()) if n else 0.0,
+        "fg_px": float(tg["s_p"].sum() / max(1, n)),
     }
 
 
@@ -183,9 +258,11 @@ def fit_points(
     options: FitOptions | None = None,
     sam: MobileSAM | None = None,
     cache_dir: str | None = None,
+    progress: ProgressFn | None = None,
 ) -> PointsModel:
-    """Adapt ``sam`` (default: the official MobileSAM) to RGB ``images`` with one ``(N, 2)``
-    xy click per nucleus in ``points``; returns the fitted :class:`PointsModel`."""
+    """Adapt ``sam`` (default: the official MobileSAM) to RGB ``images`` at ``mpp`` µm/px
+    (the working resolution: nothing is resampled here) with one ``(N, 2)`` xy click per
+    nucleus in ``points``; returns the fitted :class:`PointsModel`."""
     from zeropath.models.mobilesam.adapters import add_adapters, freeze_base
     from zeropath.models.mobilesam.predictor import SamPredictor
     from zeropath.models.mobilesam.sam import load_mobilesam
@@ -193,13 +270,19 @@ def fit_points(
     opts = options or FitOptions()
     if len(images) != len(points) or not images:
         raise ValueError(f"{len(images)} images for {len(points)} point sets")
+    t0 = time.perf_counter()
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     sam = (sam if sam is not None else load_mobilesam()).eval()
     predictor = SamPredictor(sam, cache_size=1, cache_dir=cache_dir, chunk_size=opts.chunk)
-    items = [
-        _prepare(sam, predictor, im, xy, opts.chunk) for im, xy in zip(images, points, strict=True)
-    ]
+    crops: list[_Crop] = []
+    for i, (im, xy) in enumerate(zip(images, points, strict=True)):
+        if progress:
+            progress(i, len(images), "base masks")
+        crops += _prepare_crops(sam, predictor, im, xy, opts)
+    if not crops:
+        raise ValueError("no image has a point inside it")
+    t_prep = time.perf_counter() - t0
     add_adapters(sam, ratio=opts.adapter_ratio)
     freeze_base(sam)
     model = PointsModel(
@@ -208,33 +291,83 @@ def fit_points(
         ProjectionHead(sam.config.prompt_dim),
         float(mpp),
     )
-    params: list[nn.Parameter] = [p for p in sam.parameters() if p.requires_grad]
-    params += list(model.decoder.parameters()) + list(model.head.parameters())
-    optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    adapters: list[nn.Parameter] = [p for p in sam.parameters() if p.requires_grad]
+    heads = list(model.decoder.parameters()) + list(model.head.parameters())
+    optim = torch.optim.AdamW(
+        [{"params": adapters, "lr": opts.adapter_lr}, {"params": heads, "lr": opts.lr}],
+        weight_decay=opts.weight_decay,
+    )
     total = opts.ema_steps if opts.ema_steps is not None else max(1, opts.steps // 2)
-    order = torch.randperm(len(items) * max(1, math.ceil(opts.steps / len(items))), generator=gen)
+    warmup = opts.warmup_steps if opts.warmup_steps is not None else max(1, opts.steps // 5)
+    order = torch.randperm(len(crops) * max(1, math.ceil(opts.steps / len(crops))), generator=gen)
+    t1 = time.perf_counter()
     for t in range(opts.steps):
-        item = items[int(order[t % len(order)]) % len(items)]
-        loss, logs = _step(model, item, alpha_schedule(t, total), opts, gen)
+        if progress:
+            progress(t, opts.steps, "training")
+        crop = crops[int(order[t % len(order)]) % len(crops)]
+        loss, logs = _step(model, crop, alpha_schedule(t, total), opts, gen, t < warmup)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
         model.history.append({"step": float(t), **logs})
+    t_train = time.perf_counter() - t1
+    model.provenance = {
+        "n_images": len(images),
+        "n_crops": len(crops),
+        "n_points": int(sum(len(c.coords) for c in crops)),
+        "steps": opts.steps,
+        "timings": {
+            "prepare_s": round(t_prep, 2),
+            "train_s": round(t_train, 2),
+            "s_per_step": round(t_train / max(1, opts.steps), 3),
+        },
+        "cache": dict(predictor.stats),
+    }
     return model
 
 
 @torch.no_grad()
-def predict_maps(model: PointsModel, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Prompt-free ``B`` probability ``(H, W)`` and offsets ``(2, H, W)`` at the image size."""
-    from zeropath.models.mobilesam.predictor import get_preprocess_shape, resize_longest_side
-
+def _maps_of_crop(model: PointsModel, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sam = model.sam
+    h, w = rgb.shape[:2]
+    b_logits, d = model.decoder(sam.image_encoder(_input(sam, pad_crop(rgb, sam.img_size))))
+    maps = F.interpolate(
+        torch.cat([b_logits, d], dim=1),
+        (sam.img_size, sam.img_size),
+        mode="bilinear",
+        align_corners=False,
+    )[0, :, :h, :w]
+    return torch.sigmoid(maps[0]).numpy(), maps[1:].clamp(-1, 1).numpy()
+
+
+def _keep_spans(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
+    """Per window, the ``[lo, hi)`` image range it owns: overlaps split at their middle."""
+    spans = []
+    for i, s in enumerate(starts):
+        lo = 0 if i == 0 else (s + min(starts[i - 1] + size, length)) // 2
+        hi = length if i == len(starts) - 1 else (starts[i + 1] + min(s + size, length)) // 2
+        spans.append((lo, hi))
+    return spans
+
+
+@torch.no_grad()
+def predict_maps(
+    model: PointsModel, rgb: np.ndarray, overlap: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt-free ``B`` probability ``(H, W)`` and offsets ``(2, H, W)`` of an image at the
+    model's µm/px, computed in ``img_size`` crops overlapping by ``overlap`` pixels (default
+    an eighth of a crop) and stitched at the middle of each overlap."""
+    sam = model.sam
+    s = sam.img_size
     rgb = _as_rgb(rgb)
     h, w = rgb.shape[:2]
-    resized = resize_longest_side(rgb, sam.img_size)
-    x = sam.preprocess(torch.from_numpy(np.array(resized, np.uint8)).permute(2, 0, 1)[None])
-    b_logits, d = model.decoder(sam.image_encoder(x))
-    maps = sam.postprocess_masks(
-        torch.cat([b_logits, d], dim=1), get_preprocess_shape(h, w, sam.img_size), (h, w)
-    )[0]
-    return torch.sigmoid(maps[0]).numpy(), maps[1:].clamp(-1, 1).numpy()
+    ov = s // 8 if overlap is None else int(overlap)
+    prob = np.zeros((h, w), np.float32)
+    offsets = np.zeros((2, h, w), np.float32)
+    ys, xs = crop_starts(h, s, ov), crop_starts(w, s, ov)
+    for y0, (ylo, yhi) in zip(ys, _keep_spans(ys, s, h), strict=True):
+        for x0, (xlo, xhi) in zip(xs, _keep_spans(xs, s, w), strict=True):
+            p, d = _maps_of_crop(model, rgb[y0 : y0 + s, x0 : x0 + s])
+            prob[ylo:yhi, xlo:xhi] = p[ylo - y0 : yhi - y0, xlo - x0 : xhi - x0]
+            offsets[:, ylo:yhi, xlo:xhi] = d[:, ylo - y0 : yhi - y0, xlo - x0 : xhi - x0]
+    return prob, offsets

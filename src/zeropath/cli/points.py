@@ -1,0 +1,195 @@
+"""``zeropath points …``: nuclei from one click each (self-refining SAM on MobileSAM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from zeropath.cli.common import (
+    Progress,
+    handle_errors,
+    mpp_option,
+    out_option,
+    scheduler_option,
+    warn,
+    workers_option,
+)
+
+
+@click.group()
+def points() -> None:
+    """Point-supervised nucleus segmentation (one click per nucleus)."""
+
+
+@points.command("fit")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--points",
+    "points_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory of point files: STEM.csv (x,y columns) or STEM.geojson per image.",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model directory to write (model.json + weights.pt).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Training steps (one SAM-sized crop each).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads (default: torch's choice).",
+)
+@mpp_option
+@click.option(
+    "--work-mpp",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="µm/px the model works at (default 0.125).",
+)
+@handle_errors
+def fit(
+    inputs: tuple[Path, ...],
+    points_dir: Path,
+    out: Path,
+    seed: int,
+    steps: int,
+    threads: int | None,
+    mpp: float | None,
+    work_mpp: float | None,
+) -> None:
+    """Adapt MobileSAM to images with one point per nucleus.
+
+    Use the result with `points segment --model OUT`.
+    """
+    from zeropath.points.fit import FitOptions
+    from zeropath.points.model import model_sha256
+    from zeropath.points.train import DEFAULT_WORK_MPP, fit_points_files
+
+    options = FitOptions(steps=steps, seed=seed)
+    command = f"points fit ({len(inputs)} inputs, --steps {steps}, --seed {seed})"
+    with Progress("fitting") as progress:
+        model = fit_points_files(
+            list(inputs),
+            points_dir,
+            out,
+            mpp=mpp,
+            work_mpp=work_mpp or DEFAULT_WORK_MPP,
+            options=options,
+            threads=threads,
+            progress=progress,
+            command=command,
+        )
+    prov = model.provenance
+    click.echo(
+        f"fitted on {prov['n_training_images']} images ({prov['n_points']} points, "
+        f"{prov['n_crops']} crops) in {prov['timings']['total_s']:.0f} s "
+        f"({prov['timings']['s_per_step']:.2f} s/step); model in {out} "
+        f"(sha256 {model_sha256(out)[:12]})"
+    )
+
+
+@points.command("segment")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@out_option
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Model directory written by `points fit`.",
+)
+@mpp_option
+@workers_option
+@scheduler_option
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads (default: torch's choice).",
+)
+@handle_errors
+def segment(
+    inputs: tuple[Path, ...],
+    out: str,
+    model: Path,
+    mpp: float | None,
+    workers: int,
+    scheduler: str | None,
+    threads: int | None,
+) -> None:
+    """Segment nuclei with a points model (no prompts needed).
+
+    Writes STEM.labels.tif, STEM.geojson, STEM.csv, STEM.overlay.png per input and run.json
+    into --out.
+    """
+    from zeropath.io.reader import list_inputs
+    from zeropath.io.writers import write_run_json
+    from zeropath.points.model import PointsSegmenter
+    from zeropath.run.batch import run_record, segment_many
+    from zeropath.run.segment import SegmentOptions
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    files = list_inputs(list(inputs))
+    path = model.parent if model.name == "model.json" else model
+    segmenter = PointsSegmenter(path)
+    tile_um = segmenter.tile_um()
+    options = SegmentOptions(tile_um=tile_um)
+    out_dir = Path(out)
+    with Progress("segmenting") as progress:
+        report = segment_many(
+            files,
+            out_dir,
+            segmenter,
+            mpp=mpp,
+            options=options,
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
+        )
+    defaulted = [r.stem for r in report.results if r.mpp_origin == "default"]
+    if defaulted:
+        from zeropath.io.reader import DEFAULT_MPP
+
+        names = ", ".join(defaulted[:3]) + (
+            f" and {len(defaulted) - 3} more" if len(defaulted) > 3 else ""
+        )
+        warn(
+            f"no µm/px in {names}: assumed {DEFAULT_MPP} µm/px (40x); "
+            "pass --mpp to override (recorded in run.json)"
+        )
+    params = {
+        "command": "points segment",
+        "inputs": [str(p) for p in files],
+        "mpp_override": mpp,
+        "workers": workers,
+        "scheduler": scheduler,
+        "tile_um": tile_um,
+        "threads": threads,
+    }
+    write_run_json(out_dir / "run.json", run_record(report, segmenter, params))
+    for r in report.results:
+        click.echo(
+            f"{r.stem}: {r.n_objects} nuclei, {r.width}×{r.height} px at {r.mpp:g} µm/px "
+            f"({r.timings.get('total_s', 0):.1f} s)"
+        )
+    for f in report.failures:
+        click.echo(f"error: {f.message}", err=True)
+    if report.failures:
+        raise SystemExit(2)
+    click.echo(f"outputs in {out_dir}")
