@@ -79,7 +79,10 @@ def test_sample_slide_end_to_end(tmp_path):
     assert set(props["classification"]) == {"name", "color"}
     assert all(isinstance(v, int | float) for v in props["measurements"].values())
     run = json.loads((out / "run.json").read_text())
-    assert run["model"]["name"] == "classical" and run["version"]
+    from zeropath.nuclei.zanet import bundled_model_dir, model_sha256
+
+    assert run["model"]["name"] == "zanet-default" and run["version"]
+    assert run["model"]["sha256"] == model_sha256(bundled_model_dir())
     assert run["inputs"][0]["mpp"] == pytest.approx(0.499) and len(run["inputs"][0]["sha256"]) == 64
     assert not list(out.glob(".*"))  # no staging or temp files left
 

@@ -6,6 +6,7 @@ the segmenter returns sane labels, and fitting never opens a label file.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,18 @@ def test_confident_labels_of_three_classes() -> None:
     prob[:, 1, 1] = (0.4, 0.3, 0.3)
     lab = confident_labels(prob, 0.9)
     assert lab.tolist() == [[BACKGROUND, NUCLEUS], [BOUNDARY, IGNORE]]
+
+
+def test_bundled_default_model_is_small_label_free_and_loads():
+    from zeropath.nuclei.zanet import MODEL_JSON, ZANetSegmenter, bundled_model_dir
+
+    d = bundled_model_dir()
+    assert (d / MODEL_JSON).is_file(), "the package must ship its default model"
+    size = sum(p.stat().st_size for p in d.iterdir() if p.is_file())
+    assert size < 10 * 2**20
+    prov = json.loads((d / MODEL_JSON).read_text())["provenance"]
+    assert prov["labels_read"] is False and prov["command"] == "nuclei fit"
+    seg = ZANetSegmenter(d, name="zanet-default")
+    rgb, _, _ = render_nuclei((128, 128), n=6, seed=4)
+    labels = seg.segment(rgb, 0.25)
+    assert labels.shape == (128, 128) and labels.dtype == np.uint32 and labels.max() >= 1

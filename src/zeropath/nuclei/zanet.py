@@ -157,10 +157,20 @@ def _json_default(obj: Any) -> Any:
 
 
 def model_sha256(model_dir: str | os.PathLike[str]) -> str:
-    """Checksum of a model directory (its files, by name and content)."""
-    from zeropath.models import digest
+    """Checksum of a model: ``model.json`` and ``weights.pt``, by name and content.
 
-    return digest(Path(model_dir))
+    Other files in the directory (a README, notes) do not change a model's identity.
+    """
+    import hashlib
+
+    from zeropath.models.cache import sha256_file
+
+    h = hashlib.sha256()
+    for name in (MODEL_JSON, WEIGHTS):
+        path = Path(model_dir) / name
+        if path.is_file():
+            h.update(f"{name}\0{sha256_file(path)}\n".encode())
+    return h.hexdigest()
 
 
 def bundled_model_dir() -> Path:
