@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -109,3 +110,64 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+
+def run_segmentation(
+    files: list,
+    out_dir: Path,
+    segmenter: Any,
+    parameters: dict[str, Any],
+    mpp: float | None,
+    tile_um: float,
+    workers: int,
+    scheduler: str | None,
+) -> None:
+    """The body shared by ``nuclei segment`` and ``points segment``.
+
+    Runs the batch with a progress bar, warns once about inputs whose µm/px was assumed,
+    writes ``run.json`` (``parameters`` plus ``tile_um``), prints one line per input and one
+    ``error:`` line per failure, and exits with code 2 when any input failed.
+    """
+    from zeropath.io.writers import write_run_json
+    from zeropath.run.batch import run_record, segment_many
+    from zeropath.run.segment import SegmentOptions
+
+    with Progress("segmenting") as progress:
+        report = segment_many(
+            files,
+            out_dir,
+            segmenter,
+            mpp=mpp,
+            options=SegmentOptions(tile_um=tile_um),
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
+        )
+    defaulted = [r.stem for r in report.results if r.mpp_origin == "default"]
+    if defaulted:
+        from zeropath.io.reader import DEFAULT_MPP
+
+        more = f" and {len(defaulted) - 3} more" if len(defaulted) > 3 else ""
+        warn(
+            f"no µm/px in {', '.join(defaulted[:3])}{more}: assumed {DEFAULT_MPP} µm/px (40x); "
+            "pass --mpp to override (recorded in run.json)"
+        )
+    params = {
+        **parameters,
+        "inputs": [str(p) for p in files],
+        "mpp_override": mpp,
+        "workers": workers,
+        "scheduler": scheduler,
+        "tile_um": tile_um,
+    }
+    write_run_json(out_dir / "run.json", run_record(report, segmenter, params))
+    for r in report.results:
+        click.echo(
+            f"{r.stem}: {r.n_objects} nuclei, {r.width}×{r.height} px at {r.mpp:g} µm/px "
+            f"({r.timings.get('total_s', 0):.1f} s)"
+        )
+    for f in report.failures:
+        click.echo(f"error: {f.message}", err=True)
+    if report.failures:
+        raise SystemExit(2)
+    click.echo(f"outputs in {out_dir}")

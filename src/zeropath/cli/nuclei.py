@@ -11,8 +11,8 @@ from zeropath.cli.common import (
     handle_errors,
     mpp_option,
     out_option,
+    run_segmentation,
     scheduler_option,
-    warn,
     workers_option,
 )
 from zeropath.errors import ModelError
@@ -105,9 +105,6 @@ def segment(
     into --out.
     """
     from zeropath.io.reader import bundled_sample, list_inputs
-    from zeropath.io.writers import write_run_json
-    from zeropath.run.batch import run_record, segment_many
-    from zeropath.run.segment import SegmentOptions
 
     paths = list(inputs)
     if sample:
@@ -116,50 +113,17 @@ def segment(
         raise click.UsageError("give at least one INPUT (or --sample)")
     files = list_inputs(paths)
     segmenter = load_segmenter(model)
-    options = SegmentOptions(tile_um=tile_um)
     out_dir = Path(out)
-    with Progress("segmenting") as progress:
-        report = segment_many(
-            files,
-            out_dir,
-            segmenter,
-            mpp=mpp,
-            options=options,
-            workers=workers,
-            scheduler=scheduler,
-            progress=progress,
-        )
-    defaulted = [r.stem for r in report.results if r.mpp_origin == "default"]
-    if defaulted:
-        from zeropath.io.reader import DEFAULT_MPP
-
-        names = ", ".join(defaulted[:3]) + (
-            f" and {len(defaulted) - 3} more" if len(defaulted) > 3 else ""
-        )
-        warn(
-            f"no µm/px in {names}: assumed {DEFAULT_MPP} µm/px (40x); "
-            "pass --mpp to override (recorded in run.json)"
-        )
-    params = {
-        "command": "nuclei segment",
-        "inputs": [str(p) for p in files],
-        "mpp_override": mpp,
-        "device": device,
-        "workers": workers,
-        "scheduler": scheduler,
-        "tile_um": tile_um,
-    }
-    write_run_json(out_dir / "run.json", run_record(report, segmenter, params))
-    for r in report.results:
-        click.echo(
-            f"{r.stem}: {r.n_objects} nuclei, {r.width}×{r.height} px at {r.mpp:g} µm/px "
-            f"({r.timings.get('total_s', 0):.1f} s)"
-        )
-    for f in report.failures:
-        click.echo(f"error: {f.message}", err=True)
-    if report.failures:
-        raise SystemExit(2)
-    click.echo(f"outputs in {out_dir}")
+    run_segmentation(
+        files,
+        out_dir,
+        segmenter,
+        {"command": "nuclei segment", "device": device},
+        mpp=mpp,
+        tile_um=tile_um,
+        workers=workers,
+        scheduler=scheduler,
+    )
 
 
 @nuclei.command("fit")

@@ -11,8 +11,8 @@ from zeropath.cli.common import (
     handle_errors,
     mpp_option,
     out_option,
+    run_segmentation,
     scheduler_option,
-    warn,
     workers_option,
 )
 
@@ -136,10 +136,7 @@ def segment(
     into --out.
     """
     from zeropath.io.reader import list_inputs
-    from zeropath.io.writers import write_run_json
     from zeropath.points.model import PointsSegmenter
-    from zeropath.run.batch import run_record, segment_many
-    from zeropath.run.segment import SegmentOptions
 
     if threads is not None:
         import torch
@@ -149,47 +146,14 @@ def segment(
     path = model.parent if model.name == "model.json" else model
     segmenter = PointsSegmenter(path)
     tile_um = segmenter.tile_um()
-    options = SegmentOptions(tile_um=tile_um)
     out_dir = Path(out)
-    with Progress("segmenting") as progress:
-        report = segment_many(
-            files,
-            out_dir,
-            segmenter,
-            mpp=mpp,
-            options=options,
-            workers=workers,
-            scheduler=scheduler,
-            progress=progress,
-        )
-    defaulted = [r.stem for r in report.results if r.mpp_origin == "default"]
-    if defaulted:
-        from zeropath.io.reader import DEFAULT_MPP
-
-        names = ", ".join(defaulted[:3]) + (
-            f" and {len(defaulted) - 3} more" if len(defaulted) > 3 else ""
-        )
-        warn(
-            f"no µm/px in {names}: assumed {DEFAULT_MPP} µm/px (40x); "
-            "pass --mpp to override (recorded in run.json)"
-        )
-    params = {
-        "command": "points segment",
-        "inputs": [str(p) for p in files],
-        "mpp_override": mpp,
-        "workers": workers,
-        "scheduler": scheduler,
-        "tile_um": tile_um,
-        "threads": threads,
-    }
-    write_run_json(out_dir / "run.json", run_record(report, segmenter, params))
-    for r in report.results:
-        click.echo(
-            f"{r.stem}: {r.n_objects} nuclei, {r.width}×{r.height} px at {r.mpp:g} µm/px "
-            f"({r.timings.get('total_s', 0):.1f} s)"
-        )
-    for f in report.failures:
-        click.echo(f"error: {f.message}", err=True)
-    if report.failures:
-        raise SystemExit(2)
-    click.echo(f"outputs in {out_dir}")
+    run_segmentation(
+        files,
+        out_dir,
+        segmenter,
+        {"command": "points segment", "threads": threads},
+        mpp=mpp,
+        tile_um=tile_um,
+        workers=workers,
+        scheduler=scheduler,
+    )
