@@ -18,19 +18,7 @@ from zeropath.models.mobilesam.adapters import (
 )
 from zeropath.models.mobilesam.sam import MobileSAM, MobileSAMConfig, build_mobilesam
 
-TINY = MobileSAMConfig(
-    img_size=64,
-    embed_dims=(8, 16, 16, 32),
-    depths=(1, 1, 2, 1),
-    num_heads=(1, 2, 2, 4),
-    window_sizes=(3, 3, 4, 3),
-    num_classes=10,
-    prompt_dim=32,
-    mask_in_chans=8,
-    decoder_heads=2,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
-)
+TINY = MobileSAMConfig.tiny()
 
 
 def _tiny(seed: int = 0) -> MobileSAM:

@@ -15,19 +15,7 @@ from zeropath.cli.main import cli
 from zeropath.models.mobilesam.sam import MobileSAMConfig, build_mobilesam
 from zeropath.points import model as pm
 
-TINY = MobileSAMConfig(
-    img_size=128,
-    embed_dims=(8, 16, 16, 32),
-    depths=(1, 1, 2, 1),
-    num_heads=(1, 2, 2, 4),
-    window_sizes=(3, 3, 4, 3),
-    num_classes=10,
-    prompt_dim=32,
-    mask_in_chans=8,
-    decoder_heads=2,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
-)
+TINY = MobileSAMConfig.tiny(img_size=128)
 
 
 def _tiny_base(base: dict) -> torch.nn.Module:

@@ -73,6 +73,27 @@ def workers_option(func: F) -> F:
     )(func)
 
 
+def threads_option(func: F) -> F:
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="torch CPU threads (default: torch's choice).",
+    )(func)
+
+
+def model_out_option(func: F) -> F:
+    """``--out MODEL_DIR`` and ``--seed`` of the ``fit`` commands."""
+    func = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")(func)
+    return click.option(
+        "--out",
+        "out",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Model directory to write (model.json + weights.pt).",
+    )(func)
+
+
 def scheduler_option(func: F) -> F:
     return click.option(
         "--scheduler",

@@ -9,10 +9,12 @@ import click
 from zeropath.cli.common import (
     Progress,
     handle_errors,
+    model_out_option,
     mpp_option,
     out_option,
     run_segmentation,
     scheduler_option,
+    threads_option,
     workers_option,
 )
 from zeropath.errors import ModelError
@@ -128,14 +130,7 @@ def segment(
 
 @nuclei.command("fit")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Model directory to write (model.json + weights.pt).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@model_out_option
 @mpp_option
 @click.option(
     "--rounds",
@@ -151,12 +146,7 @@ def segment(
     show_default=True,
     help="Training iterations of the segmentation network.",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="torch CPU threads (default: torch's choice).",
-)
+@threads_option
 @click.option(
     "--detector",
     type=click.Choice(["stain", "text"]),

@@ -9,10 +9,12 @@ import click
 from zeropath.cli.common import (
     Progress,
     handle_errors,
+    model_out_option,
     mpp_option,
     out_option,
     run_segmentation,
     scheduler_option,
+    threads_option,
     workers_option,
 )
 
@@ -31,14 +33,7 @@ def points() -> None:
     type=click.Path(path_type=Path),
     help="Directory of point files: STEM.csv (x,y columns) or STEM.geojson per image.",
 )
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Model directory to write (model.json + weights.pt).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@model_out_option
 @click.option(
     "--steps",
     type=click.IntRange(min=1),
@@ -46,12 +41,7 @@ def points() -> None:
     show_default=True,
     help="Training steps (one SAM-sized crop each).",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="torch CPU threads (default: torch's choice).",
-)
+@threads_option
 @mpp_option
 @click.option(
     "--work-mpp",
@@ -114,12 +104,7 @@ def fit(
 @mpp_option
 @workers_option
 @scheduler_option
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="torch CPU threads (default: torch's choice).",
-)
+@threads_option
 @handle_errors
 def segment(
     inputs: tuple[Path, ...],

@@ -54,6 +54,23 @@ class MobileSAMConfig:
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
 
+    @classmethod
+    def tiny(cls, img_size: int = 64) -> MobileSAMConfig:
+        """The same architecture at toy width and depth: tests and CPU smoke runs."""
+        return cls(
+            img_size=img_size,
+            embed_dims=(8, 16, 16, 32),
+            depths=(1, 1, 2, 1),
+            num_heads=(1, 2, 2, 4),
+            window_sizes=(3, 3, 4, 3),
+            num_classes=10,
+            prompt_dim=32,
+            mask_in_chans=8,
+            decoder_heads=2,
+            decoder_mlp_dim=64,
+            iou_head_hidden_dim=32,
+        )
+
     @property
     def embedding_size(self) -> int:
         stride = 4
