@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,3 +75,18 @@ def render_nuclei(
 def synthetic_tile() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A 256×256 synthetic H&E tile with 20 nuclei: ``(rgb, labels, centres)``."""
     return render_nuclei()
+
+
+class ThresholdSegmenter:
+    """A tile-independent engine test segmenter: connected components of dark pixels."""
+
+    name = "threshold-cc"
+    sha256 = None
+    halo_um = 6.0
+
+    def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
+        lab, _ = ndi.label(rgb.mean(axis=2) < 150)
+        return lab.astype(np.uint32)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "sha256": None, "params": {}}

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
-from scipy import ndimage as ndi
 
-from conftest import render_nuclei
+from conftest import ThresholdSegmenter, render_nuclei
 from zeropath.cli.main import cli
 from zeropath.run.batch import segment_many
 from zeropath.run.segment import SegmentOptions
@@ -20,21 +19,6 @@ distributed = pytest.importorskip("distributed")
 
 #: Small cores (128 px at 0.25 µm/px) so each image is cut into several tiles.
 OPTIONS = SegmentOptions(tile_um=32.0)
-
-
-class ThresholdSegmenter:
-    """A tile-independent segmenter: connected components of dark pixels."""
-
-    name = "threshold-cc"
-    sha256 = None
-    halo_um = 6.0
-
-    def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
-        lab, _ = ndi.label(rgb.mean(axis=2) < 150)
-        return lab.astype(np.uint32)
-
-    def describe(self) -> dict:
-        return {"name": self.name, "sha256": None, "params": {}}
 
 
 @pytest.fixture(scope="module")

@@ -7,28 +7,12 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from scipy import ndimage as ndi
 
-from conftest import render_nuclei
+from conftest import ThresholdSegmenter, render_nuclei
 from zeropath.io.tiler import plan_tiles
 from zeropath.metrics import aji, pq
 from zeropath.run.batch import segment_many
 from zeropath.run.segment import SegmentOptions, segment_input
-
-
-class ThresholdSegmenter:
-    """A tile-independent segmenter: connected components of dark pixels."""
-
-    name = "threshold-cc"
-    sha256 = None
-    halo_um = 6.0
-
-    def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
-        lab, _ = ndi.label(rgb.mean(axis=2) < 150)
-        return lab.astype(np.uint32)
-
-    def describe(self) -> dict:
-        return {"name": self.name, "sha256": None, "params": {}}
 
 
 @pytest.mark.parametrize(("w", "h", "core", "halo"), [(1000, 700, 256, 32), (64, 64, 256, 8)])
