@@ -118,7 +118,13 @@ def run_shift(args, shift: float, tmp: Path) -> dict:
         pdir,
         model_dir,
         work_mpp=args.work_mpp,
-        options=FitOptions(steps=args.steps, seed=args.seed, lr=args.lr),
+        options=FitOptions(
+            steps=args.steps,
+            seed=args.seed,
+            lr=args.lr,
+            decoder_warmup_steps=args.decoder_warmup,
+            decoder_polish_steps=args.decoder_polish,
+        ),
         threads=args.threads,
         cache_dir=tmp / f"emb-{shift:g}",  # fresh: the fit time includes the base encoder
         command="bench_points",
@@ -158,6 +164,8 @@ def run_shift(args, shift: float, tmp: Path) -> dict:
         "n_points": n_points,
         "n_test": len(test),
         "steps": args.steps,
+        "decoder_warmup": args.decoder_warmup,
+        "decoder_polish": args.decoder_polish,
         "threads": torch.get_num_threads(),
         "fit_s": fit_s,
         "fit_timings": timings,
@@ -180,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=1e-3, help="decoder/head learning rate")
+    ap.add_argument("--decoder-warmup", type=int, default=400, help="decoder-only steps first")
+    ap.add_argument("--decoder-polish", type=int, default=400, help="decoder-only steps last")
     ap.add_argument("--no-reference", dest="reference", action="store_false")
     ap.add_argument("--json", type=Path, default=None, help="also write all results here")
     args = ap.parse_args(argv)

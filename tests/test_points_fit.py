@@ -26,13 +26,21 @@ def test_fit_points_tiny(tmp_path) -> None:
     img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
     pts = np.array([[10.0, 12.0], [40.0, 30.0], [50.0, 10.0]])
     opts = FitOptions(
-        steps=4, max_prompts=2, decoder_widths=(8, 8, 4), lr=1e-2, mask_choice="single"
+        steps=4,
+        max_prompts=2,
+        decoder_widths=(8, 8, 4),
+        lr=1e-2,
+        mask_choice="single",
+        decoder_warmup_steps=3,
+        decoder_polish_steps=2,
     )
     model = fit_points([img, img[:40]], [pts, pts[:2]], 0.5, opts, sam=sam, cache_dir=tmp_path)
-    assert len(model.history) == 4 and model.mpp == 0.5
+    stages = [h["stage"] for h in model.history]
+    assert stages == ["decoder warm-up"] * 3 + ["joint"] * 4 + ["decoder polish"] * 2
+    assert model.mpp == 0.5
     assert all(math.isfinite(h["loss"]) for h in model.history)
     assert min(h["ignored"] for h in model.history) < 1.0
-    assert any(h["prompt"] > 0 for h in model.history)
+    assert any(h["prompt"] > 0 for h in model.history if h["stage"] == "joint")
     state = model.sam.state_dict()
     assert all(torch.equal(base[k], state[k]) for k in base)  # the base stayed frozen
     assert any(p.abs().sum() > 0 for p in adapter_parameters(model.sam))

@@ -39,7 +39,6 @@ from zeropath.points.losses import (
     bce_iou_loss,
     distance_l1_loss,
     instance_contrastive_loss,
-    total_loss,
 )
 from zeropath.points.targets import IGNORE, alpha_schedule, distance_targets
 from zeropath.points.windows import decode_windows, smallest_mask, window_targets
@@ -69,9 +68,17 @@ class FitOptions:
     multimask outputs (chosen once on the base model; on H&E it is the nucleus far more often)
     or ``"single"`` (SAM's single-mask output); ``consensus`` ``"veto"`` (the decoder only
     vetoes the prompt branch where it confidently disagrees) or ``"agree"`` (the paper's strict
-    rule; see :func:`~zeropath.points.windows.window_targets`)."""
+    rule; see :func:`~zeropath.points.windows.window_targets`).
+
+    ``decoder_warmup_steps`` train the decoder alone on the cached base embeddings before the
+    joint loop and ``decoder_polish_steps`` on the final adapted embeddings after it (each
+    about 30× cheaper than a joint step, which runs the encoder with gradients); with a
+    warmed-up decoder the joint loop needs no prompt-only warm-up (``warmup_steps`` then
+    defaults to 0)."""
 
     steps: int = 200
+    decoder_warmup_steps: int = 400
+    decoder_polish_steps: int = 400
     lr: float = 1e-3
     adapter_lr: float = 1e-4
     weight_decay: float = 1e-4
@@ -108,6 +115,7 @@ class _Crop:
     origins: np.ndarray  # (N, 2) low-res row/col of each window
     index: torch.Tensor  # (N,) which SAM mask output each prompt uses
     valid: np.ndarray  # (4e, 4e) bool: inside the image
+    emb: torch.Tensor  # (1, C, e, e) float16 base embedding (decoder warm-up input)
 
 
 def crop_starts(length: int, size: int, overlap: int = 0) -> list[int]:
@@ -182,6 +190,7 @@ def _prepare_crops(
                     org.numpy(),
                     index,
                     _valid_mask(sam, ch, cw),
+                    predictor.features.detach().half().clone(),
                 )
             )
     return crops
@@ -197,36 +206,23 @@ def _input(sam: MobileSAM, rgb: np.ndarray) -> torch.Tensor:
     return sam.preprocess(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None])
 
 
-def _step(
+def _decoder_losses(
     model: PointsModel,
+    emb: torch.Tensor,
+    m_u: np.ndarray,
     crop: _Crop,
-    alpha: float,
     opts: FitOptions,
     gen: torch.Generator,
-    warm: bool = False,
-):
-    sam, dec, head = model.sam, model.decoder, model.head
-    emb = sam.image_encoder(_input(sam, crop.rgb))
-    m_base = crop.m_base.float()
-    if alpha < 1.0:
-        with torch.no_grad():
-            low, _, _ = decode_windows(
-                sam, emb.detach(), crop.coords, opts.window_cells, opts.chunk, crop.index
-            )
-        m_u = (alpha * m_base + (1.0 - alpha) * torch.sigmoid(low)).numpy()
-    else:
-        m_u = m_base.numpy()
+    use_decoder: bool,
+) -> tuple[torch.Tensor, dict[str, np.ndarray], dict[str, float]]:
+    """Consensus targets of one crop and the decoder-side loss ``λ_B·L_B + λ_D·L_D + λ_C·L_C``
+    on ``emb`` (with or without gradients into the encoder); returns (loss, targets, logs)."""
+    dec, head, sam = model.decoder, model.head, model.sam
     b_logits, d = dec(emb)
     b = torch.sigmoid(b_logits.detach())[0, 0].numpy()
     tg = window_targets(
-        m_u, crop.origins, b, crop.valid, use_decoder=not warm, veto=opts.consensus == "veto"
+        m_u, crop.origins, b, crop.valid, use_decoder=use_decoder, veto=opts.consensus == "veto"
     )
-    n = len(crop.coords)
-    sub = torch.randperm(n, generator=gen)[: opts.max_prompts]
-    low_g, _, _ = decode_windows(
-        sam, emb, crop.coords[sub], opts.window_cells, opts.chunk, crop.index[sub]
-    )
-    l_p = bce_iou_loss(low_g, torch.from_numpy(tg["s_p"])[sub], torch.from_numpy(tg["m_p"])[sub])
     s_i = tg["s_i"]
     labelled = torch.from_numpy(s_i != IGNORE)
     l_b = bce_iou_loss(b_logits[0, 0], torch.from_numpy(s_i == 1), ~labelled)
@@ -237,18 +233,101 @@ def _step(
     anchors = (crop.coords + 0.5) / stride - 0.5  # input px → embedding cells
     neg = _negatives_on_grid(tg["negatives"], e)
     l_c = instance_contrastive_loss(head(emb), [anchors], head.prototype, neg, generator=gen)
-    loss = total_loss(l_p, l_b, l_d, l_c, opts.weights)
-    return loss, {
-        "loss": loss.item(),
-        "prompt": l_p.item(),
+    w = opts.weights
+    loss = w.binary * l_b + w.distance * l_d + w.contrastive * l_c
+    valid = crop.valid
+    logs = {
         "binary": l_b.item(),
         "distance": l_d.item(),
         "contrastive": l_c.item(),
+        "ignored": float((s_i == IGNORE)[valid].mean()),
+        "b_fg": float((b > 0.5)[valid].mean()),
+    }
+    return loss, tg, logs
+
+
+def _step(
+    model: PointsModel,
+    crop: _Crop,
+    alpha: float,
+    opts: FitOptions,
+    gen: torch.Generator,
+    warm: bool = False,
+):
+    """One self-refining step on ``crop``: adapted encoder with gradients, EMA targets, all
+    four losses."""
+    sam = model.sam
+    emb = sam.image_encoder(_input(sam, crop.rgb))
+    m_u = _ema_target(model, crop, emb, alpha, opts)
+    loss_dec, tg, logs = _decoder_losses(model, emb, m_u, crop, opts, gen, not warm)
+    n = len(crop.coords)
+    sub = torch.randperm(n, generator=gen)[: opts.max_prompts]
+    low_g, _, _ = decode_windows(
+        sam, emb, crop.coords[sub], opts.window_cells, opts.chunk, crop.index[sub]
+    )
+    l_p = bce_iou_loss(low_g, torch.from_numpy(tg["s_p"])[sub], torch.from_numpy(tg["m_p"])[sub])
+    loss = opts.weights.prompt * l_p + loss_dec
+    return loss, {
+        "loss": loss.item(),
+        "prompt": l_p.item(),
+        **logs,
         "alpha": alpha,
-        "ignored": float((s_i == IGNORE)[crop.valid].mean()),
         "empty_prompts": float(tg["empty"].mean()) if n else 0.0,
         "fg_px": float(tg["s_p"].sum() / max(1, n)),
     }
+
+
+def _ema_target(
+    model: PointsModel, crop: _Crop, emb: torch.Tensor, alpha: float, opts: FitOptions
+) -> np.ndarray:
+    """``m_u = α·m_base + (1 − α)·m_adapt`` of every prompt of ``crop`` (no gradients)."""
+    m_base = crop.m_base.float()
+    if alpha >= 1.0:
+        return m_base.numpy()
+    with torch.no_grad():
+        low, _, _ = decode_windows(
+            model.sam, emb.detach(), crop.coords, opts.window_cells, opts.chunk, crop.index
+        )
+    return (alpha * m_base + (1.0 - alpha) * torch.sigmoid(low)).numpy()
+
+
+def _train_decoder(
+    model: PointsModel,
+    crops: list[_Crop],
+    embs: list[torch.Tensor],
+    targets: list[np.ndarray],
+    steps: int,
+    use_decoder: bool,
+    opts: FitOptions,
+    gen: torch.Generator,
+    stage: str,
+    progress: ProgressFn | None,
+) -> None:
+    """Train the prompt-free decoder and projection head alone on cached embeddings.
+
+    The decoder sees each crop's embedding (no encoder pass: ~0.1 s a step instead of ~3 s)
+    with fixed prompt targets ``targets`` (``m_u`` windows). Used before the self-refining
+    loop (``use_decoder=False``: base embeddings, frozen-SAM targets, so the joint loop starts
+    with a decoder whose ``B`` is confident enough for the consensus rule) and after it
+    (adapted embeddings, final ``m_u``, full consensus)."""
+    if steps <= 0:
+        return
+    params = list(model.decoder.parameters()) + list(model.head.parameters())
+    optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, steps, eta_min=opts.lr * 0.05)
+    order = torch.randperm(len(crops) * max(1, math.ceil(steps / len(crops))), generator=gen)
+    for t in range(steps):
+        if progress:
+            progress(t, steps, stage)
+        i = int(order[t % len(order)]) % len(crops)
+        loss, _, logs = _decoder_losses(
+            model, embs[i].float(), targets[i], crops[i], opts, gen, use_decoder
+        )
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        model.history.append({"step": float(t), "stage": stage, "loss": loss.item(), **logs})
 
 
 def fit_points(
@@ -298,7 +377,27 @@ def fit_points(
         weight_decay=opts.weight_decay,
     )
     total = opts.ema_steps if opts.ema_steps is not None else max(1, opts.steps // 2)
-    warmup = opts.warmup_steps if opts.warmup_steps is not None else max(1, opts.steps // 5)
+    if opts.warmup_steps is not None:
+        warmup = opts.warmup_steps
+    else:
+        warmup = 0 if opts.decoder_warmup_steps > 0 else max(1, opts.steps // 5)
+    t1 = time.perf_counter()
+    base_targets = [c.m_base.float().numpy() for c in crops]
+    _train_decoder(
+        model,
+        crops,
+        [c.emb for c in crops],
+        base_targets,
+        opts.decoder_warmup_steps,
+        False,
+        opts,
+        gen,
+        "decoder warm-up",
+        progress,
+    )
+    for c in crops:  # the base embeddings are not needed any more
+        c.emb = torch.empty(0)
+    t_warm = time.perf_counter() - t1
     order = torch.randperm(len(crops) * max(1, math.ceil(opts.steps / len(crops))), generator=gen)
     t1 = time.perf_counter()
     for t in range(opts.steps):
@@ -309,8 +408,32 @@ def fit_points(
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        model.history.append({"step": float(t), **logs})
+        model.history.append({"step": float(t), "stage": "joint", **logs})
     t_train = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    if opts.decoder_polish_steps > 0:
+        alpha = alpha_schedule(opts.steps, total)
+        embs, targets = [], []
+        with torch.no_grad():
+            for i, c in enumerate(crops):
+                if progress:
+                    progress(i, len(crops), "adapted embeddings")
+                emb = sam.image_encoder(_input(sam, c.rgb))
+                embs.append(emb.half())
+                targets.append(_ema_target(model, c, emb, alpha, opts))
+        _train_decoder(
+            model,
+            crops,
+            embs,
+            targets,
+            opts.decoder_polish_steps,
+            True,
+            opts,
+            gen,
+            "decoder polish",
+            progress,
+        )
+    t_polish = time.perf_counter() - t2
     model.provenance = {
         "n_images": len(images),
         "n_crops": len(crops),
@@ -318,7 +441,9 @@ def fit_points(
         "steps": opts.steps,
         "timings": {
             "prepare_s": round(t_prep, 2),
+            "decoder_warmup_s": round(t_warm, 2),
             "train_s": round(t_train, 2),
+            "decoder_polish_s": round(t_polish, 2),
             "s_per_step": round(t_train / max(1, opts.steps), 3),
         },
         "cache": dict(predictor.stats),
