@@ -1,0 +1,59 @@
+"""``zeropath view PATH``: serve the local web viewer of a slide and its outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from zeropath.cli.common import handle_errors, warn
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@click.command("view")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--outputs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder of a slide given as PATH (default: the slide's folder).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port to serve on (0 picks a free one).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--no-browser", is_flag=True, help="Do not open a web browser.")
+@handle_errors
+def view(path: Path, outputs: Path | None, port: int, host: str, no_browser: bool) -> None:
+    """Browse a slide with its tissue classes and nuclei in a local web page.
+
+    PATH is an output folder of `nuclei segment`/`tissue segment` (its slides are found
+    through run.json or next to the outputs), one output file, or a slide or image.
+    """
+    from zeropath.viewer.app import create_viewer
+
+    server, session = create_viewer(path, outputs=outputs, host=host, port=port)
+    for message in session.warnings:
+        warn(message)
+    if host not in _LOOPBACK:
+        warn(f"serving on {host}: anyone who can reach this address can see the slides")
+    click.echo(f"zeropath viewer at {server.url} (Ctrl+C to stop)")
+    if not no_browser:
+        import webbrowser
+
+        try:
+            webbrowser.open(server.url)
+        except Exception:  # no browser available: the URL is printed above
+            pass
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        session.close()
