@@ -18,10 +18,13 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @handle_errors
 def list_command(as_json: bool) -> None:
-    """Show each model's task, licence, size, checksum and whether it is cached."""
+    """Show each model's task, licence, size, checksum and whether it is cached, then the
+    vision-language encoders with their licence, gating and commercial-use terms."""
     from zeropath.models import cache, registry
+    from zeropath.models.encoders import list_encoders
 
     specs = registry.list_specs()
+    encoders = list_encoders()
     if as_json:
         rows = []
         for spec in specs:
@@ -29,7 +32,23 @@ def list_command(as_json: bool) -> None:
             row["cached"] = registry.is_cached(spec)
             row["path"] = str(registry.cache_location(spec))
             rows.append(row)
-        click.echo(json.dumps({"cache": str(cache.models_dir()), "models": rows}, indent=2))
+        enc_rows = [
+            {
+                "name": info.name,
+                "licence": info.licence,
+                "gated": info.gated,
+                "commercial_use": info.commercial_use,
+                "hub_id": info.hub_id,
+                "revision": info.revision,
+                "mpp": info.mpp,
+                "input_size": info.input_size,
+                "extra": info.extra,
+                "description": info.description,
+            }
+            for info in encoders
+        ]
+        payload = {"cache": str(cache.models_dir()), "models": rows, "encoders": enc_rows}
+        click.echo(json.dumps(payload, indent=2))
         return
 
     from rich.console import Console
@@ -56,10 +75,26 @@ def list_command(as_json: bool) -> None:
             "yes" if registry.is_cached(spec) else "no",
             spec.sha256[:12],
         )
+    enc_table = Table(
+        title="vision-language encoders (--encoder NAME or a local directory)", title_justify="left"
+    )
+    for column in ("name", "licence", "gated", "commercial use", "µm/px", "input", "source"):
+        enc_table.add_column(column, no_wrap=column != "licence")
+    for info in encoders:
+        enc_table.add_row(
+            info.name,
+            info.licence,
+            "yes" if info.gated else "no",
+            "yes" if info.commercial_use else "no",
+            "?" if info.mpp is None else f"{info.mpp:g}",
+            "?" if info.input_size is None else str(info.input_size),
+            info.hub_id or "builtin",
+        )
     console = Console()
     if not console.is_terminal:  # pipes and tests: do not squeeze the table into 80 columns
         console = Console(width=200)
     console.print(table)
+    console.print(enc_table)
 
 
 @models.command("fetch")

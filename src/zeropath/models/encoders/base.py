@@ -56,7 +56,10 @@ class Encoder(ABC):
     - ``input_size``: native square input side in pixels (e.g. 224);
     - ``mpp``: µm/px the model saw in training (the tile resolution pipelines should use);
     - ``embed_dim``: dimension of the shared embedding space;
-    - ``provenance``: ``{"name", "licence", "source", "revision"/"sha256"}`` for ``run.json``.
+    - ``provenance``: ``{"name", "licence", "source", "revision"/"sha256"}`` for ``run.json``;
+    - ``logit_scale``: the trained softmax temperature of image·text cosines (CLIP's learned
+      ``exp(logit_scale)``, 100 for OpenAI CLIP); a class default of 100 serves encoders
+      without one.
     """
 
     name: str
@@ -64,6 +67,7 @@ class Encoder(ABC):
     mpp: float
     embed_dim: int
     provenance: dict[str, Any]
+    logit_scale: float = 100.0
 
     @abstractmethod
     def encode_images(self, images: np.ndarray) -> np.ndarray:
@@ -123,7 +127,9 @@ ENCODER_MODULES: tuple[str, ...] = (
 )
 
 
-def register_encoder(name: str, **meta: Any) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
+def register_encoder(
+    name: str, **meta: Any
+) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
     """Decorator: register ``factory(path, device) -> Encoder`` under ``name`` with ``meta``
     (the :class:`EncoderInfo` fields other than ``name`` and ``factory``)."""
 
