@@ -75,14 +75,31 @@ def write_json_atomic(path: Path, data: Any) -> None:
     type=click.FloatRange(min=0.0, min_open=True),
     help="Detection matching radius in pixels (12 px = 3 µm at 0.25 µm/px).",
 )
+@click.option(
+    "--task",
+    type=click.Choice(["nuclei", "tissue"]),
+    default="nuclei",
+    show_default=True,
+    help="nuclei: instance metrics of STEM.labels.tif; tissue: per-class Dice/IoU of "
+    "STEM.tissue.tif inside the tissue (ground-truth label 0 is not scored).",
+)
 @handle_errors
-def eval_command(pred_dir: Path, gt_dir: Path, json_path: Path | None, radius: float) -> None:
-    """Score predicted nuclei against ground truth: Dice, AJI, AJI+, PQ, object Dice, F1."""
+def eval_command(
+    pred_dir: Path, gt_dir: Path, json_path: Path | None, radius: float, task: str
+) -> None:
+    """Score predictions against ground truth.
+
+    nuclei (default): Dice, AJI, AJI+, PQ, object Dice, detection F1. tissue: per-class Dice
+    and IoU of tissue class maps.
+    """
     from zeropath.errors import InputError
     from zeropath.evaluate import evaluate_dirs
 
     if json_path is not None and not json_path.resolve().parent.is_dir():
         raise InputError(json_path, "folder for the JSON output does not exist")
+    if task == "tissue":
+        _eval_tissue(pred_dir, gt_dir, json_path)
+        return
     with Progress("evaluating") as progress:
         result = evaluate_dirs(pred_dir, gt_dir, radius=radius, progress=progress)
     click.echo(format_table(result))
@@ -95,6 +112,51 @@ def eval_command(pred_dir: Path, gt_dir: Path, json_path: Path | None, radius: f
         more = " …" if len(result["unmatched_pred"]) > 5 else ""
         n = len(result["unmatched_pred"])
         warn(f"{n} prediction(s) without ground truth ignored: {names}{more}")
+    if json_path is not None:
+        try:
+            write_json_atomic(json_path, result)
+        except OSError as exc:
+            raise InputError(json_path, f"cannot write: {exc.strerror or exc}") from exc
+        click.echo(f"wrote {json_path}")
+
+
+def format_tissue_table(result: dict[str, Any]) -> str:
+    """Plain-text table of a tissue evaluation: one row per class, then the means."""
+    rows = [
+        (name, m["dice"], m["iou"], str(m["n_images"])) for name, m in result["per_class"].items()
+    ]
+    mean = result["mean"]
+    rows.append(("mean (per image)", mean["dice"], mean["iou"], str(result["n_images"])))
+    width = max(len("class"), *(len(r[0]) for r in rows))
+
+    def cell(v: float | None) -> str:
+        return f"{v:>8.4f}" if v is not None else f"{'-':>8}"
+
+    header = f"{'class'.ljust(width)}  {'dice':>8}  {'iou':>8}  {'images':>6}"
+    lines = [header, "-" * len(header)]
+    for i, (name, dice, iou, n) in enumerate(rows):
+        if i == len(rows) - 1:
+            lines.append("-" * len(header))
+        lines.append(f"{name.ljust(width)}  {cell(dice)}  {cell(iou)}  {n:>6}")
+    return "\n".join(lines)
+
+
+def _eval_tissue(pred_dir: Path, gt_dir: Path, json_path: Path | None) -> None:
+    from zeropath.errors import InputError
+    from zeropath.tissue.evaluate import evaluate_tissue_dirs
+
+    with Progress("evaluating") as progress:
+        result = evaluate_tissue_dirs(pred_dir, gt_dir, progress=progress)
+    click.echo(format_tissue_table(result))
+    accuracy = result["mean"]["accuracy"]
+    acc = f"{accuracy:.4f}" if accuracy is not None else "-"
+    click.echo(f"{result['n_images']} image(s); pixel accuracy {acc}; scored inside the tissue")
+    if result["unmatched_pred"]:
+        n = len(result["unmatched_pred"])
+        warn(
+            f"{n} prediction(s) without ground truth ignored: "
+            f"{', '.join(result['unmatched_pred'][:5])}"
+        )
     if json_path is not None:
         try:
             write_json_atomic(json_path, result)

@@ -14,6 +14,8 @@ from zeropath.cli.eval import eval_command
 from zeropath.cli.models import models
 from zeropath.cli.nuclei import nuclei
 from zeropath.cli.points import points
+from zeropath.cli.tissue import tissue
+from zeropath.cli.view import view
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,9 +26,11 @@ def cli() -> None:
 
 cli.add_command(nuclei)
 cli.add_command(points)
+cli.add_command(tissue)
 cli.add_command(eval_command)
 cli.add_command(models)
 cli.add_command(doctor)
+cli.add_command(view)
 
 
 def main() -> None:

@@ -1,8 +1,11 @@
-"""Running one segmenter over many inputs: serially, in local processes, or on Dask.
+"""Running one per-input task over many inputs: serially, in local processes, or on Dask.
 
-A failing input is recorded and the others go on; its staged outputs are discarded by
-:func:`~zeropath.run.segment.segment_input`, so nothing partial is left behind. The caller
-decides the exit status from :attr:`BatchReport.failures`.
+:func:`run_many` is pipeline-agnostic: a *task* is any picklable callable
+``task(path, out_dir, progress) -> result`` that writes one input's outputs (nucleus
+segmentation through :func:`segment_many`, ZEUS tissue maps through
+:class:`zeropath.tissue.zeus.TissueTask`). A failing input is recorded and the others go on;
+the task stages its outputs and discards them on failure, so nothing partial is left behind.
+The caller decides the exit status from :attr:`BatchReport.failures`.
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ class Failure:
     message: str
 
 
+#: ``task(path, out_dir, progress) -> result``: what :func:`run_many` runs per input.
+Task = Callable[[str, str, ProgressFn | None], Any]
+
+
 @dataclass
 class BatchReport:
-    results: list[SegmentResult] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -41,17 +48,28 @@ class BatchReport:
         return not self.failures
 
 
-def _run_one(
-    path: str,
-    out_dir: str,
-    segmenter: InstanceSegmenter,
-    mpp: float | None,
-    options: SegmentOptions | None,
-    progress: ProgressFn | None = None,
-) -> SegmentResult | Failure:
+@dataclass(frozen=True)
+class SegmentTask:
+    """The nucleus-segmentation task: :func:`segment_input` with a fixed segmenter."""
+
+    segmenter: InstanceSegmenter
+    mpp: float | None = None
+    options: SegmentOptions | None = None
+
+    def __call__(
+        self, path: str, out_dir: str, progress: ProgressFn | None = None
+    ) -> SegmentResult:
+        return segment_input(
+            path, out_dir, self.segmenter, mpp=self.mpp, options=self.options, progress=progress
+        )
+
+
+def _run_task(
+    path: str, out_dir: str, task: Task, progress: ProgressFn | None = None
+) -> Any | Failure:
     """Worker body: never raises for a bad input, returns a :class:`Failure` instead."""
     try:
-        return segment_input(path, out_dir, segmenter, mpp=mpp, options=options, progress=progress)
+        return task(path, out_dir, progress)
     except ZeropathError as exc:
         return Failure(path, str(exc))
     except MemoryError:
@@ -75,6 +93,59 @@ def _duplicate_stems(inputs: Sequence[Path]) -> dict[Path, str]:
     return dup
 
 
+def run_many(
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    task: Task,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: ProgressFn | None = None,
+    on_done: Callable[[Any], None] | None = None,
+) -> BatchReport:
+    """Run ``task`` on every input; results are in input order whatever the executor.
+
+    ``workers > 1`` runs inputs in local processes; ``scheduler`` (an address, or ``"local"``
+    for a LocalCluster of ``workers`` processes) sends one Dask task per input. Inputs sharing
+    an output stem fail (all but the first) instead of overwriting each other.
+    """
+    t0 = time.perf_counter()
+    paths = [Path(p) for p in inputs]
+    out = str(out_dir)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    dups = _duplicate_stems(paths)
+    todo = [p for p in paths if p not in dups]
+    outcomes: dict[Path, Any] = {p: Failure(str(p), msg) for p, msg in dups.items()}
+
+    def record(p: Path, r: Any) -> None:
+        outcomes[p] = r
+        if on_done:
+            on_done(r)
+
+    if scheduler is not None:
+        for p, r in zip(todo, _run_dask(todo, out, task, scheduler, workers), strict=True):
+            record(p, r)
+    elif workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+            futures = {p: pool.submit(_run_task, str(p), out, task) for p in todo}
+            for p, fut in futures.items():
+                record(p, fut.result())
+    else:
+        for i, p in enumerate(todo):
+
+            def tile_progress(done: int, total: int | None, msg: str, _i: int = i) -> None:
+                if progress:
+                    progress(done, total, f"[{_i + 1}/{len(todo)}] {msg}")
+
+            record(p, _run_task(str(p), out, task, tile_progress))
+    report = BatchReport(wall_s=time.perf_counter() - t0)
+    for p in paths:
+        r = outcomes[p]
+        (report.failures if isinstance(r, Failure) else report.results).append(r)
+    return report
+
+
 def segment_many(
     inputs: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -86,58 +157,18 @@ def segment_many(
     progress: ProgressFn | None = None,
     on_done: Callable[[SegmentResult | Failure], None] | None = None,
 ) -> BatchReport:
-    """Segment every input; results are in input order whatever the executor."""
-    t0 = time.perf_counter()
-    paths = [Path(p) for p in inputs]
-    out = str(out_dir)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    dups = _duplicate_stems(paths)
-    todo = [p for p in paths if p not in dups]
-    outcomes: dict[Path, SegmentResult | Failure] = {
-        p: Failure(str(p), msg) for p, msg in dups.items()
-    }
-
-    def record(p: Path, r: SegmentResult | Failure) -> None:
-        outcomes[p] = r
-        if on_done:
-            on_done(r)
-
-    if scheduler is not None:
-        for p, r in zip(
-            todo, _run_dask(todo, out, segmenter, mpp, options, scheduler, workers), strict=True
-        ):
-            record(p, r)
-    elif workers > 1 and len(todo) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-            futures = {p: pool.submit(_run_one, str(p), out, segmenter, mpp, options) for p in todo}
-            for p, fut in futures.items():
-                record(p, fut.result())
-    else:
-        for i, p in enumerate(todo):
-
-            def tile_progress(done: int, total: int | None, msg: str, _i: int = i) -> None:
-                if progress:
-                    progress(done, total, f"[{_i + 1}/{len(todo)}] {msg}")
-
-            record(p, _run_one(str(p), out, segmenter, mpp, options, tile_progress))
-    report = BatchReport(wall_s=time.perf_counter() - t0)
-    for p in paths:
-        r = outcomes[p]
-        (report.failures if isinstance(r, Failure) else report.results).append(r)  # type: ignore[arg-type]
-    return report
+    """Segment the nuclei of every input; results are in input order whatever the executor."""
+    task = SegmentTask(segmenter, mpp, options)
+    return run_many(inputs, out_dir, task, workers, scheduler, progress, on_done)
 
 
 def _run_dask(
     todo: Sequence[Path],
     out: str,
-    segmenter: InstanceSegmenter,
-    mpp: float | None,
-    options: SegmentOptions | None,
+    task: Task,
     scheduler: str,
     workers: int = 2,
-) -> list[SegmentResult | Failure]:
+) -> list[Any]:
     """Send one task per input to a Dask cluster; ``"local"`` starts a LocalCluster."""
     try:
         from distributed import Client
@@ -158,17 +189,15 @@ def _run_dask(
             cluster.close()
         raise InputError(None, f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
     try:
-        seg = client.scatter(segmenter, broadcast=True)
+        shared = client.scatter(task, broadcast=True)
         futures = client.map(
-            _run_one,
+            _run_task,
             [str(p) for p in todo],
             out_dir=out,
-            segmenter=seg,
-            mpp=mpp,
-            options=options,
+            task=shared,
             pure=False,
         )
-        results: list[SegmentResult | Failure] = []
+        results: list[Any] = []
         for p, fut in zip(todo, futures, strict=True):
             try:
                 results.append(fut.result())
