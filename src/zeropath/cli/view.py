@@ -28,21 +28,38 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--no-browser", is_flag=True, help="Do not open a web browser.")
+@click.option(
+    "--annotate",
+    is_flag=True,
+    help="Label the regions queued by `active run` (PATH: its --out folder or its queue/).",
+)
 @handle_errors
-def view(path: Path, outputs: Path | None, port: int, host: str, no_browser: bool) -> None:
+def view(
+    path: Path, outputs: Path | None, port: int, host: str, no_browser: bool, annotate: bool
+) -> None:
     """Browse a slide with its tissue classes and nuclei in a local web page.
 
     PATH is an output folder of `nuclei segment`/`tissue segment` (its slides are found
     through run.json or next to the outputs), one output file, or a slide or image.
+    With --annotate, PATH is the --out folder of `active run` (or its queue/ folder) and the
+    page paints class masks for the queued regions.
     """
     from zeropath.viewer.app import create_viewer
 
-    server, session = create_viewer(path, outputs=outputs, host=host, port=port)
+    if annotate and outputs is not None:
+        raise click.UsageError("--outputs does not apply with --annotate")
+    mode = "annotate" if annotate else "view"
+    server, session = create_viewer(path, outputs=outputs, host=host, port=port, mode=mode)
     for message in session.warnings:
         warn(message)
     if host not in _LOOPBACK:
         warn(f"serving on {host}: anyone who can reach this address can see the slides")
-    click.echo(f"zeropath viewer at {server.url} (Ctrl+C to stop)")
+    if annotate:
+        summary = session.queue.summary()
+        note = f"annotating: {summary['done']} of {summary['total']} regions done; "
+    else:
+        note = ""
+    click.echo(f"zeropath viewer at {server.url} ({note}Ctrl+C to stop)")
     if not no_browser:
         import webbrowser
 
