@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from zeropath import __version__
+from zeropath.cli.active import active
 from zeropath.cli.doctor import doctor
 from zeropath.cli.eval import eval_command
 from zeropath.cli.models import models
@@ -27,6 +28,7 @@ def cli() -> None:
 cli.add_command(nuclei)
 cli.add_command(points)
 cli.add_command(tissue)
+cli.add_command(active)
 cli.add_command(eval_command)
 cli.add_command(models)
 cli.add_command(doctor)
