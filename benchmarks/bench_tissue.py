@@ -94,7 +94,9 @@ def _level_tiles(size: int, level: int, bank: np.ndarray) -> Iterator[np.ndarray
     ds = 2**level
     n = -(-size // ds)
     lut = np.array([GLASS, *CLASSES.values()], np.float32)
-    amp = 1.0 / np.sqrt(ds)  # texture averages out in reduced levels
+    # real tissue is textured at every scale (cells, glands, fibres), so the reduced levels keep
+    # the texture's amplitude: the tissue detector drops smooth regions as ink or blur
+    amp = 1.0
     for ty in range(0, n, TILE):
         ys = (np.arange(ty, ty + TILE) + 0.5) * ds
         for tx in range(0, n, TILE):
