@@ -60,6 +60,11 @@ def glas(args: argparse.Namespace, extractor_spec: str, out: Path) -> dict:
     root = args.data / "glas"
     pool = sorted((root / "images").glob("train_*.png"), key=lambda p: int(p.stem.split("_")[1]))
     test = sorted((root / "images").glob("testA_*.png"), key=lambda p: int(p.stem.split("_")[1]))
+    if args.protocol == "val":  # choose settings here: never on testA's labels
+        rng = np.random.default_rng(12345)
+        held = set(rng.choice(len(pool), args.val_images, replace=False).tolist())
+        test = [p for i, p in enumerate(pool) if i in held]
+        pool = [p for i, p in enumerate(pool) if i not in held]
     if args.pool_limit:
         pool = pool[: args.pool_limit]
     if args.test_limit:
@@ -98,6 +103,7 @@ def glas(args: argparse.Namespace, extractor_spec: str, out: Path) -> dict:
         for seed in args.seeds:
             cfg = ActiveConfig(
                 strategy=strategy,
+                weights=args.weights,
                 seed=seed,
                 budget=args.budget,
                 cell_px=args.cell_px,
@@ -263,6 +269,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cell-px", type=int, default=16)
     ap.add_argument("--region-px", type=int, default=64)
     ap.add_argument("--pool-limit", type=int, default=None)
+    ap.add_argument(
+        "--protocol",
+        choices=("test", "val"),
+        default="test",
+        help="test: pool train_*, evaluate on testA_*; val: hold --val-images of train_* out "
+        "of the pool and evaluate on them (for choosing settings)",
+    )
+    ap.add_argument("--val-images", type=int, default=25)
+    ap.add_argument(
+        "--weights",
+        type=lambda t: dict(
+            zip(("uncertainty", "diversity", "coverage"), map(float, t.split(",")), strict=True)
+        ),
+        default=None,
+        help="combined-rule weights U,D,C (default: the package default)",
+    )
     ap.add_argument("--test-limit", type=int, default=None)
     ap.add_argument("--no-selection-timing", dest="selection_timing", action="store_false")
     ap.add_argument("--skip-glas", action="store_true")

@@ -124,6 +124,7 @@ def run_shift(args, shift: float, tmp: Path) -> dict:
             lr=args.lr,
             decoder_warmup_steps=args.decoder_warmup,
             decoder_polish_steps=args.decoder_polish,
+            recentre_um=args.recentre_um,
         ),
         threads=args.threads,
         cache_dir=tmp / f"emb-{shift:g}",  # fresh: the fit time includes the base encoder
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3, help="decoder/head learning rate")
     ap.add_argument("--decoder-warmup", type=int, default=400, help="decoder-only steps first")
     ap.add_argument("--decoder-polish", type=int, default=400, help="decoder-only steps last")
+    ap.add_argument("--recentre-um", type=float, default=2.0, help="click re-centring (0: off)")
     ap.add_argument("--no-reference", dest="reference", action="store_false")
     ap.add_argument("--json", type=Path, default=None, help="also write all results here")
     args = ap.parse_args(argv)

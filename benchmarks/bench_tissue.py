@@ -12,8 +12,8 @@ Each encoder then runs through the real command line in a fresh child process, t
 1. ``cold`` — empty embedding cache: every tissue tile is read and embedded;
 2. ``warm`` — a second prompt set on the same slide: every embedding comes from the cache.
 
-Reported per run: wall time, tiles, tiles/s, slides/h, exact peak RSS of the child
-(``wait4``'s ``ru_maxrss``), encoder / read time from ``run.json``, and per-class Dice of
+Reported per run: wall time, tiles, tiles/s, slides/h, exact peak RSS of the child (its own
+``VmHWM``, see ``peak_rss.py``), encoder / read time from ``run.json``, and per-class Dice of
 ``STEM.tissue.tif`` against the true map (``zeropath eval --task tissue`` maths, inside the
 tissue). Encoders: ``synthetic`` (a saved SyntheticEncoder whose class colours are the slide's,
 so the expected answer is the true map) and optionally ``test-tiny`` (a random tiny CLIP: speed
@@ -154,19 +154,29 @@ def _slide_ok(path: Path, size: int) -> bool:
 
 
 def run_measured(cmd: list[str], log: Path) -> dict[str, float]:
-    """Run ``cmd`` in a child; wall time, exit code, CPU time and exact peak RSS (MB)."""
+    """Run ``cmd`` (``python -m ...``) in a child; wall time, exit code, CPU time, peak RSS (MB).
+
+    The peak is the child's own ``VmHWM`` (see ``peak_rss.py``): ``wait4``'s ``ru_maxrss``
+    would include this benchmark's own resident size at ``fork`` (the slide and the truth
+    masks it holds), which once reported 2.1 GB for a 0.4 GB run.
+    """
     import subprocess
 
+    from peak_rss import read_mb, wrap
+
+    hwm = log.with_suffix(".hwm")
+    hwm.unlink(missing_ok=True)
     with open(log, "wb") as fh:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(wrap(cmd, hwm), stdout=fh, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+    peak = read_mb(hwm)
     return {
         "wall_s": wall,
         "rc": float(os.waitstatus_to_exitcode(status)),
         "cpu_s": usage.ru_utime + usage.ru_stime,
-        "maxrss_mb": usage.ru_maxrss / 1024,
+        "maxrss_mb": peak if peak is not None else usage.ru_maxrss / 1024,
     }
 
 

@@ -49,3 +49,34 @@ def test_fit_points_tiny(tmp_path) -> None:
     assert b.shape == (48, 64) and d.shape == (2, 48, 64)
     assert 0 <= b.min() and b.max() <= 1 and np.abs(d).max() <= 1
     assert instances_from_maps(b, d).dtype == np.uint32
+
+
+def _disc_window(size: int, cy: float, cx: float, r: float) -> torch.Tensor:
+    yy, xx = np.mgrid[:size, :size]
+    return torch.as_tensor(((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.float32))
+
+
+def test_recentre_clicks_moves_to_mask_centroid() -> None:
+    from zeropath.points.fit import recentre_clicks
+
+    ll = 16
+    # window 0 at low-res origin (row 10, col 20): a disc centred on low-res (8, 6)
+    #   → input-frame centre x = (20 + 6)·4 + 1.5, y = (10 + 8)·4 + 1.5
+    probs = torch.stack(
+        [
+            _disc_window(ll, 8, 6, 3),
+            _disc_window(ll, 8, 8, 12),  # touches the window border: tissue, not a nucleus
+            torch.zeros(ll, ll),  # empty mask
+            _disc_window(ll, 8, 6, 3),  # centroid too far from its click
+        ]
+    )
+    origins = torch.tensor([[10, 20], [0, 0], [0, 0], [10, 20]])
+    coords = torch.tensor([[100.0, 70.0], [30.0, 30.0], [5.0, 5.0], [60.0, 40.0]])
+    before = coords.clone()
+    out = recentre_clicks(coords, probs, origins, max_shift_px=12.0)
+    assert torch.equal(coords, before)  # inputs untouched
+    assert torch.allclose(out[0], torch.tensor([(20 + 6) * 4 + 1.5, (10 + 8) * 4 + 1.5]))
+    assert torch.equal(out[1:], before[1:])
+    # no limit → the far one moves too; max_shift_px=0 disables the move
+    assert torch.allclose(recentre_clicks(coords, probs, origins, 1e9)[3], out[0])
+    assert torch.equal(recentre_clicks(coords, probs, origins, 0.0), before)

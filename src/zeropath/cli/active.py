@@ -115,7 +115,7 @@ def _weights(text: str | None) -> dict[str, float] | None:
 @click.option(
     "--weights",
     default=None,
-    help="Weights of the combined rule: uncertainty,diversity,coverage (default 0.5,0.25,0.25).",
+    help="Weights of the combined rule: uncertainty,diversity,coverage (default 0.5,0,0.5).",
 )
 @click.option(
     "--classes",

@@ -49,6 +49,14 @@ def points() -> None:
     default=None,
     help="µm/px the model works at (default 0.125).",
 )
+@click.option(
+    "--recentre-um",
+    type=click.FloatRange(min=0.0),
+    default=2.0,
+    show_default=True,
+    help="Move each click to the centre of its frozen-SAM nucleus mask if that is at most "
+    "this far (µm); 0 keeps clicks where they are.",
+)
 @handle_errors
 def fit(
     inputs: tuple[Path, ...],
@@ -59,6 +67,7 @@ def fit(
     threads: int | None,
     mpp: float | None,
     work_mpp: float | None,
+    recentre_um: float,
 ) -> None:
     """Adapt MobileSAM to images with one point per nucleus.
 
@@ -68,8 +77,11 @@ def fit(
     from zeropath.points.model import model_sha256
     from zeropath.points.train import DEFAULT_WORK_MPP, fit_points_files
 
-    options = FitOptions(steps=steps, seed=seed)
-    command = f"points fit ({len(inputs)} inputs, --steps {steps}, --seed {seed})"
+    options = FitOptions(steps=steps, seed=seed, recentre_um=recentre_um)
+    command = (
+        f"points fit ({len(inputs)} inputs, --steps {steps}, --seed {seed}, "
+        f"--recentre-um {recentre_um:g})"
+    )
     with Progress("fitting") as progress:
         model = fit_points_files(
             list(inputs),

@@ -50,6 +50,7 @@ __all__ = [
     "fit_points",
     "pad_crop",
     "predict_maps",
+    "recentre_clicks",
 ]
 
 ProgressFn = Callable[[int, int | None, str], None]
@@ -74,7 +75,14 @@ class FitOptions:
     joint loop and ``decoder_polish_steps`` on the final adapted embeddings after it (each
     about 30× cheaper than a joint step, which runs the encoder with gradients); with a
     warmed-up decoder the joint loop needs no prompt-only warm-up (``warmup_steps`` then
-    defaults to 0)."""
+    defaults to 0).
+
+    ``recentre_um``: clicks are rarely on a nucleus centre. Each click is first decoded with
+    the frozen model, then moved to the centroid of its mask when that mask is a plausible
+    nucleus (it does not touch its window's border) and the move is at most ``recentre_um``
+    µm; the masks are decoded again from the moved clicks (0 disables this). A click near a
+    nucleus edge otherwise gives SAM an ambiguous prompt and the contrastive anchor a pixel
+    off the nucleus."""
 
     steps: int = 200
     decoder_warmup_steps: int = 400
@@ -93,6 +101,7 @@ class FitOptions:
     decoder_widths: tuple[int, int, int] = (96, 48, 24)
     weights: LossWeights = field(default_factory=LossWeights)
     seed: int = 0
+    recentre_um: float = 2.0
 
 
 @dataclass
@@ -149,12 +158,57 @@ def _valid_mask(sam: MobileSAM, h: int, w: int) -> np.ndarray:
     return valid
 
 
+def recentre_clicks(
+    coords: torch.Tensor, probs: torch.Tensor, origins: torch.Tensor, max_shift_px: float
+) -> torch.Tensor:
+    """Clicks moved to the centroids of their masks, where that is plausible.
+
+    ``coords`` ``(N, 2)`` input-frame xy, ``probs`` ``(N, L, L)`` mask probabilities on
+    windows whose low-resolution (¼ input) top-left corners are ``origins`` ``(N, 2)``
+    row/col. A click moves only if its mask is non-empty, does not touch the window border (a
+    mask that does is tissue, not a nucleus) and its centroid is at most ``max_shift_px``
+    away. Returns new ``(N, 2)`` float32 coords; the inputs are not modified.
+    """
+    out = coords.detach().clone().float()
+    if len(out) == 0 or max_shift_px <= 0:
+        return out
+    fg = probs.detach().float() > 0.5
+    n, ll = fg.shape[0], fg.shape[-1]
+    area = fg.sum((-1, -2)).float()
+    border = fg[:, 0].any(-1) | fg[:, -1].any(-1) | fg[:, :, 0].any(-1) | fg[:, :, -1].any(-1)
+    ar = torch.arange(ll, dtype=torch.float32)
+    safe = area.clamp(min=1)
+    cy = (fg.sum(-1).float() * ar).sum(-1) / safe
+    cx = (fg.sum(-2).float() * ar).sum(-1) / safe
+    # low-res pixel k covers input pixels 4k .. 4k+3: its centre is 4k + 1.5
+    org = origins.float()
+    new = torch.stack([(org[:, 1] + cx) * 4 + 1.5, (org[:, 0] + cy) * 4 + 1.5], dim=1)
+    ok = (area > 0) & ~border & ((new - out).norm(dim=1) <= max_shift_px)
+    out[ok] = new[ok]
+    return out.reshape(n, 2)
+
+
+def _decode_base(
+    sam: MobileSAM, features: torch.Tensor, coords: torch.Tensor, opts: FitOptions
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frozen-model window logits ``(N, L, L)`` of each click's chosen output, the choice
+    ``(N,)`` and the low-res window origins ``(N, 2)``."""
+    with torch.no_grad():
+        low, _, org = decode_windows(sam, features, coords, opts.window_cells, opts.chunk)
+    if opts.mask_choice == "smallest":
+        index = smallest_mask(low)
+    else:
+        index = torch.zeros(len(low), dtype=torch.long)
+    return low[torch.arange(len(low)), index], index, org
+
+
 def _prepare_crops(
     sam: MobileSAM,
     predictor,
     rgb: np.ndarray,
     xy: np.ndarray,
     opts: FitOptions,
+    recentre_px: float = 0.0,
 ) -> list[_Crop]:
     s = sam.img_size
     rgb = _as_rgb(rgb)
@@ -173,15 +227,10 @@ def _prepare_crops(
             padded = pad_crop(part, s)
             predictor.set_image(padded)
             coords = torch.as_tensor(local[inside], dtype=torch.float32)
-            with torch.no_grad():
-                low, _, org = decode_windows(
-                    sam, predictor.features, coords, opts.window_cells, opts.chunk
-                )
-            if opts.mask_choice == "smallest":
-                index = smallest_mask(low)
-            else:
-                index = torch.zeros(len(low), dtype=torch.long)
-            low = low[torch.arange(len(low)), index]
+            low, index, org = _decode_base(sam, predictor.features, coords, opts)
+            if recentre_px > 0:
+                coords = recentre_clicks(coords, torch.sigmoid(low), org, recentre_px)
+                low, index, org = _decode_base(sam, predictor.features, coords, opts)
             crops.append(
                 _Crop(
                     padded,
@@ -358,7 +407,7 @@ def fit_points(
     for i, (im, xy) in enumerate(zip(images, points, strict=True)):
         if progress:
             progress(i, len(images), "base masks")
-        crops += _prepare_crops(sam, predictor, im, xy, opts)
+        crops += _prepare_crops(sam, predictor, im, xy, opts, opts.recentre_um / float(mpp))
     if not crops:
         raise ValueError("no image has a point inside it")
     t_prep = time.perf_counter() - t0
