@@ -67,6 +67,11 @@ def view(
             webbrowser.open(server.url)
         except Exception:  # no browser available: the URL is printed above
             pass
+    import signal
+
+    # Ctrl+C must stop the server even when the parent started us with SIGINT ignored (a
+    # background job of a non-interactive shell, some test runners and cluster launchers)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -173,7 +173,7 @@ def recentre_clicks(
     if len(out) == 0 or max_shift_px <= 0:
         return out
     fg = probs.detach().float() > 0.5
-    n, ll = fg.shape[0], fg.shape[-1]
+    ll = fg.shape[-1]
     area = fg.sum((-1, -2)).float()
     border = fg[:, 0].any(-1) | fg[:, -1].any(-1) | fg[:, :, 0].any(-1) | fg[:, :, -1].any(-1)
     ar = torch.arange(ll, dtype=torch.float32)
@@ -185,7 +185,7 @@ def recentre_clicks(
     new = torch.stack([(org[:, 1] + cx) * 4 + 1.5, (org[:, 0] + cy) * 4 + 1.5], dim=1)
     ok = (area > 0) & ~border & ((new - out).norm(dim=1) <= max_shift_px)
     out[ok] = new[ok]
-    return out.reshape(n, 2)
+    return out
 
 
 def _decode_base(
