@@ -56,6 +56,7 @@ def glas(args: argparse.Namespace, extractor_spec: str, out: Path) -> dict:
     from zeropath.active.curves import area_under_curve, plot_curve, read_curve
     from zeropath.active.features import get_extractor
     from zeropath.active.loop import ActiveConfig, ActiveRun
+    from zeropath.cli.active import _weights  # the CLI's own parser of U,D,C
 
     root = args.data / "glas"
     pool = sorted((root / "images").glob("train_*.png"), key=lambda p: int(p.stem.split("_")[1]))
@@ -103,7 +104,7 @@ def glas(args: argparse.Namespace, extractor_spec: str, out: Path) -> dict:
         for seed in args.seeds:
             cfg = ActiveConfig(
                 strategy=strategy,
-                weights=args.weights,
+                weights=_weights(args.weights),
                 seed=seed,
                 budget=args.budget,
                 cell_px=args.cell_px,
@@ -278,12 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--val-images", type=int, default=25)
     ap.add_argument(
-        "--weights",
-        type=lambda t: dict(
-            zip(("uncertainty", "diversity", "coverage"), map(float, t.split(",")), strict=True)
-        ),
-        default=None,
-        help="combined-rule weights U,D,C (default: the package default)",
+        "--weights", default=None, help="combined-rule weights U,D,C (default: the package's)"
     )
     ap.add_argument("--test-limit", type=int, default=None)
     ap.add_argument("--no-selection-timing", dest="selection_timing", action="store_false")
