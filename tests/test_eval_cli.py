@@ -78,6 +78,68 @@ def test_evaluate_dirs_xml_ground_truth(tmp_path):
     assert result["per_image"]["s"]["n_gt"] == 1
 
 
+_SQUARE_XML = (
+    "<Annotations><Annotation><Regions><Region><Vertices>"
+    '<Vertex X="3" Y="2"/><Vertex X="38" Y="2"/><Vertex X="38" Y="26"/><Vertex X="3" Y="26"/>'
+    "</Vertices></Region></Regions></Annotation></Annotations>"
+)
+
+
+def _monuseg_layout(tmp_path, image_shape=(30, 40)):
+    """test/annotations/s.xml + test/images/s.tif (the annotated image) and pred/."""
+    ann, images, pred = tmp_path / "annotations", tmp_path / "images", tmp_path / "pred"
+    for d in (ann, images, pred):
+        d.mkdir()
+    (ann / "s.xml").write_text(_SQUARE_XML)
+    tifffile.imwrite(images / "s.tif", np.zeros((*image_shape, 3), np.uint8))
+    return ann, images, pred
+
+
+def test_xml_ground_truth_needs_the_annotated_images_grid(tmp_path):
+    ann, _, pred = _monuseg_layout(tmp_path)
+    full = np.zeros((30, 40), np.uint32)
+    full[2:27, 3:39] = 1
+    tifffile.imwrite(pred / "s.labels.tif", full)
+    result = evaluate_dirs(pred, ann)
+    assert result["per_image"]["s"]["dice"] == pytest.approx(1.0)
+    assert result["xml_without_image"] == []
+    # a cropped prediction used to be scored on its own (smaller) grid, and higher
+    tifffile.imwrite(pred / "s.labels.tif", full[:20, :30])
+    with pytest.raises(InputError, match=r"differs from the annotated image s\.tif"):
+        evaluate_dirs(pred, ann)
+    # a padded one too: the image gives the exact size
+    tifffile.imwrite(pred / "s.labels.tif", np.pad(full, ((0, 5), (0, 5))))
+    with pytest.raises(InputError, match="differs from the annotated image"):
+        evaluate_dirs(pred, ann)
+
+
+def test_xml_ground_truth_without_its_image_checks_the_extent(tmp_path):
+    ann, images, pred = _monuseg_layout(tmp_path)
+    (images / "s.tif").unlink()
+    full = np.zeros((30, 40), np.uint32)
+    full[2:27, 3:39] = 1
+    tifffile.imwrite(pred / "s.labels.tif", full[:20, :30])
+    with pytest.raises(InputError, match="outside the prediction's 30×20 grid"):
+        evaluate_dirs(pred, ann)
+    tifffile.imwrite(pred / "s.labels.tif", full)
+    result = evaluate_dirs(pred, ann)
+    assert result["xml_without_image"] == ["s"]
+    assert result["per_image"]["s"]["dice"] == pytest.approx(1.0)
+    run = CliRunner().invoke(eval_command, ["--pred", str(pred), "--gt", str(ann)])
+    assert run.exit_code == 0
+    assert "without their image" in run.output
+
+
+def test_cli_xml_wrong_size_is_one_error_line(tmp_path):
+    ann, _, pred = _monuseg_layout(tmp_path)
+    tifffile.imwrite(pred / "s.labels.tif", np.zeros((20, 30), np.uint32))
+    run = CliRunner().invoke(eval_command, ["--pred", str(pred), "--gt", str(ann)])
+    assert run.exit_code == 2
+    lines = [ln for ln in run.output.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error:") and "s.xml" in lines[-1]
+    assert "Traceback" not in run.output
+
+
 def test_evaluate_dirs_errors(dirs, tmp_path):
     pred, gt, _ = dirs
     # a ground-truth image without prediction is an error naming it

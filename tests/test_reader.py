@@ -494,3 +494,31 @@ def test_list_inputs_on_shared_slides(shared_data: Path) -> None:
     found = list_inputs([shared_data / "slides"])
     assert [p.name for p in found] == sorted(SLIDES)
     assert len(list_inputs([shared_data / "slides"], recursive=True)) == len(SLIDES) + len(BROKEN)
+
+
+@pytest.mark.parametrize(
+    ("array", "kwargs", "message"),
+    [
+        # tifffile stores an H×W×6 array as H pages of W×6: it was read as an image 6 px wide
+        (np.zeros((40, 30, 6), np.uint8), {}, r"40 planes of 6×30 px \(an array of shape"),
+        (np.zeros((6, 40, 30), np.uint8), {}, "6 planes of 30×40 px"),
+        (np.zeros((40, 30, 6), np.uint8), {"photometric": "rgb"}, "6 channels per pixel"),
+    ],
+)
+def test_multichannel_tiffs_are_refused_not_misread(tmp_path, array, kwargs, message):
+    path = tmp_path / "multi.tif"
+    tifffile.imwrite(path, array, **kwargs)
+    with pytest.raises(InputError, match=message):
+        open_image(path)
+
+
+def test_rgb_rgba_and_grey_tiffs_still_open(tmp_path):
+    for name, array, kwargs in [
+        ("rgb", np.full((40, 30, 3), 9, np.uint8), {}),
+        ("grey", np.full((40, 30), 9, np.uint8), {}),
+        ("rgba", np.full((40, 30, 4), 9, np.uint8), {"extrasamples": ["unassalpha"]}),
+    ]:
+        path = tmp_path / f"{name}.tif"
+        tifffile.imwrite(path, array, **kwargs)
+        with open_image(path) as src:
+            assert src.dimensions == (30, 40)

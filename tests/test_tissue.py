@@ -203,3 +203,19 @@ def test_blank_image_source(tmp_path: Path) -> None:
         mask, scale = tissue_mask_for_source(src)
     assert mask.shape == (120, 160) and scale == (1.0, 1.0)
     assert not mask.any()
+
+
+def test_is_blank_tells_glass_from_any_stain():
+    from zeropath.io.tissue import is_blank
+
+    white = np.full((64, 64, 3), 255, np.uint8)
+    assert is_blank(white)
+    near_white = white.copy()
+    near_white[::7, ::5] = 240  # scanner noise, dust
+    assert is_blank(near_white)
+    sparse = white.copy()
+    sparse[20:30, 20:30] = (150, 60, 140)  # 2.4 % stained: adipose-like membranes count
+    assert not is_blank(sparse)
+    before = sparse.copy()
+    is_blank(sparse)
+    np.testing.assert_array_equal(sparse, before)

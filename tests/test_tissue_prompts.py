@@ -101,7 +101,9 @@ background: stroma
         ("classes:\n  tumor: {color: red}\n", "classes.tumor.color must be three integers"),
         ("classes:\n  tumor: {nams: [x]}\n", "classes.tumor: unknown key 'nams'"),
         ("templates: ['an image']\nclasses: {tumor: [x]}\n", "has no '{}'"),
-        ("classes: {tumor: [x]}\nbackground: stroma\n", "'background' names 'stroma'"),
+        ("classes: {tumor: [x], gland: [y]}\nbackground: stroma\n", "'background' names 'stroma'"),
+        ("classes: {tumor: [x]}\n", "only one class ('tumor')"),
+        ("classes: {tumor: [x]}\nbackground: tumor\n", "only one class ('tumor')"),
         ("classes: {tumor: [x]}\nclases: 1\n", "unknown key 'clases'"),
         ("classes: {tumor: [x], Tumor: [y]}\n", "differ only in case"),
     ],
@@ -150,8 +152,8 @@ def test_shipped_library():
 
 def test_a_path_wins_over_a_library_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write(tmp_path, "classes: {only: [x]}\n", name="crc")
-    assert [c.name for c in load_prompts("crc").classes] == ["only"]
+    write(tmp_path, "classes: {only: [x], other: [y]}\n", name="crc")
+    assert [c.name for c in load_prompts("crc").classes] == ["only", "other"]
 
 
 # --------------------------------------------------------------------------- ensemble maths

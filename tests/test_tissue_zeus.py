@@ -208,6 +208,26 @@ def test_a_blank_image_succeeds_with_no_regions(tmp_path):
     assert np.isnan(read_scores(tmp_path / "out", "blank")["scores"][:]).all()
 
 
+def test_a_blank_plain_image_is_not_reported_as_all_tissue(tmp_path):
+    # plain images are classified whole (no tissue mask); an all-white one used to come
+    # out as "tissue 100 %", every pixel given a class
+    path = tmp_path / "white.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 96, 3), 255, np.uint8)).save(path)
+    enc = make_encoder()
+    result = task_for(enc, prompts_for())(str(path), str(tmp_path / "out"))
+    assert result.tissue_fraction == 0.0 and result.n_tiles == 0 and enc.calls == 0
+    assert (tifffile.imread(tmp_path / "out" / "white.tissue.tif") == 0).all()
+    # a stained plain image is still classified whole
+    cells = np.full((2, 3), 2, np.uint8)
+    src = write_cells(tmp_path / "stained.tif", cells)
+    assert (
+        task_for(make_encoder(), prompts_for())(str(src), str(tmp_path / "o2")).tissue_fraction
+        == 1.0
+    )
+
+
 def test_an_image_smaller_than_a_tile(tmp_path):
     cells = np.full((2, 3), 2, np.uint8)
     src = write_cells(tmp_path / "tiny.tif", cells)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zeropath.errors import InputError
-from zeropath.io.datasets import label_stem, read_label_image, read_monuseg_xml
+from zeropath.io.datasets import check_xml_grid, label_stem, read_label_image, read_monuseg_xml
 from zeropath.metrics import evaluate_pair
 
 __all__ = ["METRIC_KEYS", "collect_gt", "collect_pred", "evaluate_dirs"]
@@ -74,7 +74,11 @@ def evaluate_dirs(
 
     ``pred_dir`` holds ``STEM.labels.tif`` (or ``STEM.tif`` / ``STEM.png``); ``gt_dir`` holds
     label images with the same stems or ``STEM.xml`` MoNuSeg annotations, rasterised on the
-    prediction's grid. Every ground-truth stem must have a prediction (an evaluation never
+    prediction's grid. That grid must be the annotated image's, as a label image must have
+    the prediction's shape: the image is looked up beside the XML or in a sibling
+    ``images/`` folder (:func:`~zeropath.io.datasets.check_xml_grid`); where it is not
+    found, annotations reaching outside the prediction are an error and the stem is listed
+    in ``xml_without_image``. Every ground-truth stem must have a prediction (an evaluation never
     skips images silently); predictions without ground truth are listed in ``unmatched_pred``.
 
     Returns ``{"per_image": {stem: metrics}, "mean": metrics, "det_radius_px": radius,
@@ -96,12 +100,15 @@ def evaluate_dirs(
     unmatched = [stem for stem in preds if stem not in gts]
 
     per_image: dict[str, dict[str, float | int]] = {}
+    unsized: list[str] = []
     total = len(gts)
     for done, (stem, gt_path) in enumerate(gts.items()):
         if progress is not None:
             progress(done, total, stem)
         pred = read_label_image(preds[stem])
         if gt_path.suffix.lower() == ".xml":
+            if check_xml_grid(gt_path, pred.shape) == "extent":
+                unsized.append(stem)
             gt = read_monuseg_xml(gt_path, pred.shape)
         else:
             gt = read_label_image(gt_path)
@@ -122,4 +129,5 @@ def evaluate_dirs(
         "det_radius_px": float(radius),
         "n_images": total,
         "unmatched_pred": unmatched,
+        "xml_without_image": unsized,
     }

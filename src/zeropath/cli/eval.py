@@ -112,6 +112,12 @@ def eval_command(
         more = " …" if len(result["unmatched_pred"]) > 5 else ""
         n = len(result["unmatched_pred"])
         warn(f"{n} prediction(s) without ground truth ignored: {names}{more}")
+    if result["xml_without_image"]:
+        n = len(result["xml_without_image"])
+        warn(
+            f"{n} XML annotation(s) without their image (beside them or in ../images): "
+            "the prediction's size was checked only against the annotations' extent"
+        )
     if json_path is not None:
         try:
             write_json_atomic(json_path, result)

@@ -21,12 +21,14 @@ __all__ = [
     "LABEL_SUFFIXES",
     "MONUSEG_SPLITS",
     "Sample",
+    "check_xml_grid",
     "folder_samples",
     "label_stem",
     "load_labels",
     "monuseg_samples",
     "read_label_image",
     "read_monuseg_xml",
+    "xml_image",
 ]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -117,6 +119,60 @@ def _parse_aperio_regions(path: Path) -> list[np.ndarray]:
     if state["root"] != "Annotations":
         raise InputError(path, f"not an Aperio annotation file (root <{state['root']}>)")
     return [np.asarray(v, np.float64).reshape(-1, 2) for v in regions]
+
+
+#: Image suffixes searched for the raster grid of an XML annotation, in order.
+_XML_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+#: Vertices may lie this far outside their image (MoNuSeg's reach 1001 on a 1000 grid).
+_XML_EDGE_SLACK = 2.0
+
+
+def xml_image(path: str | Path) -> Path | None:
+    """The image an XML annotation was drawn on: ``STEM.<image suffix>`` beside it or in a
+    sibling ``images/`` folder (the MoNuSeg layout ``annotations/`` + ``images/``)."""
+    path = Path(path)
+    folders = [path.parent, path.parent.parent / "images", path.parent / "images"]
+    for folder in folders:
+        for suffix in _XML_IMAGE_SUFFIXES:
+            for name in (path.stem + suffix, path.stem + suffix.upper()):
+                candidate = folder / name
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
+def check_xml_grid(path: str | Path, shape: Sequence[int]) -> str:
+    """Check that ``shape`` is the grid the XML annotation ``path`` belongs to.
+
+    With the annotated image found (:func:`xml_image`) its size must equal ``shape``;
+    without it, no vertex may lie more than two pixels outside ``shape`` (a grid cropped
+    from the image fails; a padded one cannot be told apart). Returns ``"image"`` or
+    ``"extent"`` (which check was made); raises :class:`InputError` on a mismatch.
+    """
+    path = Path(path)
+    shape = tuple(int(s) for s in shape)[:2]
+    image = xml_image(path)
+    if image is not None:
+        expected = image_shape(image)
+        if expected != shape:
+            raise InputError(
+                path,
+                f"prediction shape {shape} differs from the annotated image {image.name} "
+                f"{expected}",
+            )
+        return "image"
+    for vertices in _parse_aperio_regions(path):
+        if vertices.shape[0] == 0:
+            continue
+        x_max, y_max = vertices.max(axis=0)
+        if y_max > shape[0] + _XML_EDGE_SLACK or x_max > shape[1] + _XML_EDGE_SLACK:
+            raise InputError(
+                path,
+                f"annotations reach x={x_max:g}, y={y_max:g}, outside the prediction's "
+                f"{shape[1]}×{shape[0]} grid (a cropped or rescaled prediction?)",
+            )
+    return "extent"
 
 
 def read_monuseg_xml(path: str | Path, shape: Sequence[int]) -> np.ndarray:

@@ -825,6 +825,38 @@ def _tiff_properties(page: Any) -> dict[str, str]:
     return props
 
 
+#: Most samples per pixel read as an image (RGBA); more is a multi-channel array.
+_MAX_SAMPLES = 4
+
+
+def _check_tiff_layout(path: Path, series: Any, page: Any, axes: str, w: int, h: int) -> None:
+    """Refuse TIFF layouts that are not one brightfield image: several planes (a stack, or
+    an ``H×W×C`` array that tifffile stored as ``H`` pages of ``W×C``) or more than four
+    channels per pixel. Read silently, they became an image of width ``C`` or of the first
+    three channels of a multiplex image."""
+    page_px = math.prod(int(n) for n in page.shape)
+    series_px = math.prod(int(n) for n in getattr(series, "shape", page.shape))
+    planes = series_px // page_px if page_px else 1
+    if planes > 1:
+        hint = (
+            f" (an array of shape ({planes}, {h}, {w}) saved without photometric='rgb'?)"
+            if min(w, h) <= 2 * _MAX_SAMPLES
+            else ""
+        )
+        raise InputError(
+            path,
+            f"TIFF holds {planes} planes of {w}×{h} px{hint}; zeropath reads one RGB, RGBA "
+            "or greyscale image per file",
+        )
+    channels = [int(n) for a, n in zip(axes, page.shape, strict=False) if a in "SC"]
+    if channels and max(channels) > _MAX_SAMPLES:
+        raise InputError(
+            path,
+            f"{max(channels)} channels per pixel; zeropath reads RGB, RGBA or greyscale "
+            "brightfield images (save the three RGB channels)",
+        )
+
+
 def _open_tiff(path: Path, mpp: float | None, default_mpp: float) -> ImageSource:
     """TIFF that OpenSlide did not take: tiffslide when pyramidal/large, else in memory."""
     import tifffile
@@ -842,6 +874,7 @@ def _open_tiff(path: Path, mpp: float | None, default_mpp: float) -> ImageSource
         axes = str(page.axes).upper()
         shape = dict(zip(axes, page.shape, strict=False))
         w, h = int(shape.get("X", 0)), int(shape.get("Y", 0))
+        _check_tiff_layout(path, levels[0], page, axes, w, h)
     except InputError:
         tif.close()
         raise

@@ -29,7 +29,7 @@ from zeropath.stain import as_rgb
 if TYPE_CHECKING:
     from zeropath.io.reader import ImageSource
 
-__all__ = ["pen_mask", "tissue_mask", "tissue_mask_for_source"]
+__all__ = ["is_blank", "pen_mask", "tissue_mask", "tissue_mask_for_source"]
 
 # Clamp bands for the Otsu thresholds (relative OD summed over RGB; HSV saturation).
 OD_BAND = (0.15, 0.35)
@@ -38,6 +38,28 @@ SAT_BAND = (0.08, 0.18)
 SMOOTH_TEXTURE = 0.01
 # With a known µm/px, finer inputs are reduced to about this resolution before detection.
 WORK_MPP = 2.0
+
+
+#: An image whose 99th percentile of summed optical density (absolute, white = 255) stays
+#: below this holds no stain: blank glass or an all-white tile. Stained tiles, adipose
+#: included, reach 2.5 and more; histolab's near-white and pen-free blank tiles stay < 0.8.
+BLANK_OD_P99 = 1.0
+
+
+def is_blank(rgb: np.ndarray) -> bool:
+    """Whether an RGB image (or thumbnail) holds no stain at all.
+
+    Unlike :func:`tissue_mask`, which leaves adipose out at tile resolution, this only
+    answers "is anything stained here?", so plain images that are classified whole can
+    still be told apart from blank ones. Pixels are not modified.
+    """
+    rgb = as_rgb(rgb)
+    if rgb.size == 0:
+        return True
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 1_000_000)))
+    sample = rgb[::step, ::step].astype(np.float32)
+    od = -np.log((sample + 1.0) / 256.0).sum(axis=-1)
+    return float(np.percentile(od, 99)) < BLANK_OD_P99
 
 
 def _hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

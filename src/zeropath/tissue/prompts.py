@@ -286,6 +286,13 @@ def parse_prompts(data: Any, source: str = "<memory>") -> PromptSet:
         else:
             color = _PALETTE[(index - 1) % len(_PALETTE)]
         classes.append(PromptClass(name, index, names, color, descriptions))
+    if len(classes) < 2:
+        raise _fail(
+            source,
+            f"only one class ({classes[0].name!r}): zero-shot scores only rank classes against "
+            "each other, so every tissue pixel would become it; add a contrasting class "
+            "(e.g. 'background' or 'normal tissue')",
+        )
     classes.sort(key=lambda c: c.index)
     bg_name = data.get("background")
     background_index = 0

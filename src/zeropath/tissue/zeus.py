@@ -251,7 +251,7 @@ def segment_slide(
     :class:`~zeropath.errors.ConfigError` for impossible options.
     """
     from zeropath.io.reader import open_image
-    from zeropath.io.tissue import tissue_mask
+    from zeropath.io.tissue import is_blank, tissue_mask
     from zeropath.tissue.cache import EmbeddingCache
     from zeropath.tissue.grid import ScoreGrid, resolve_tiling
     from zeropath.tissue.outputs import (
@@ -293,8 +293,8 @@ def segment_slide(
             sx, sy = width / tw, height / th
             mask = tissue_mask(thumb, mpp=src.mpp * (sx + sy) / 2.0)
             tissue = grid.tissue_cells(mask, (sx, sy), opts.min_tissue_fraction)
-        else:
-            tissue = np.ones((grid.rows, grid.cols), bool)
+        else:  # a plain image is classified whole, unless it holds no stain at all
+            tissue = np.full((grid.rows, grid.cols), not is_blank(thumb), bool)
         needed = grid.tiles_needed(tissue)
         timings["tissue_s"] = time.perf_counter() - t0
 
