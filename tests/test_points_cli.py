@@ -112,3 +112,27 @@ def test_segment_without_model_dir_is_one_error_line(tmp_path):
     assert r.exit_code == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "model.json" in lines[0]
+
+
+def test_every_schedule_length_is_an_option_and_each_stage_prints_a_line(tiny, tmp_path):
+    # `--steps 1` used to run 800 hidden decoder steps (400 warm-up + 400 polish), silently
+    images, pts = tiny
+    model_dir = tmp_path / "model"
+    r = CliRunner().invoke(
+        cli,
+        ["points", "fit", str(images), "--points", str(pts), "--out", str(model_dir),
+         "--steps", "1", "--decoder-warmup-steps", "0", "--decoder-polish-steps", "2",
+         "--mpp", "0.5", "--work-mpp", "0.5"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    history = json.loads((model_dir / "model.json").read_text())["history"]
+    assert [h["stage"] for h in history] == ["joint", "decoder polish", "decoder polish"]
+    stages = [ln for ln in r.stderr.splitlines() if ln.startswith("[")]
+    assert [ln.split("fitting: ")[1] for ln in stages] == [
+        "base masks",
+        "training",
+        "adapted embeddings",
+        "decoder polish",
+    ]
+    helps = CliRunner().invoke(cli, ["points", "fit", "--help"]).output
+    assert "--decoder-warmup-steps" in helps and "--decoder-polish-steps" in helps

@@ -184,12 +184,15 @@ def fit_zanet(
         if progress:
             progress(done, total, name)
 
-    step("reading", 0, 4)
+    step("reading the images", 0, 4)
     data = collect_training_images(paths, mpp, opts)
     images = [d.rgb for d in data]
     timings["read_s"] = time.perf_counter() - t0
 
-    step("precision learning", 1, 4)
+    def refine_round(r: int, _refiner: Any) -> None:
+        step(f"precision learning, round {r + 1}/{opts.refine_rounds} done", 1, 4)
+
+    step(f"precision learning on {len(images)} images, {opts.refine_rounds} rounds", 1, 4)
     t = time.perf_counter()
     refiner = fit_refiner(
         images,
@@ -198,6 +201,7 @@ def fit_zanet(
         rounds=opts.refine_rounds,
         epochs_per_round=opts.refine_epochs,
         seed=opts.seed,
+        on_round=refine_round,
     )
     timings["refine_s"] = time.perf_counter() - t
     if on_stage:
@@ -225,12 +229,19 @@ def fit_zanet(
     if on_stage:
         on_stage("pseudolabels", (images, points, pseudo))
 
-    step("segmentation network", 3, 4)
+    step(f"segmentation network, {opts.segnet_iterations} iterations", 3, 4)
     t = time.perf_counter()
     instances = InstanceParams()
     provenance: dict[str, Any] = {}
 
     def segnet_round(r: int, net: Any) -> None:
+        if r < opts.self_train_rounds:
+            step(
+                f"self-training round {r + 1}/{opts.self_train_rounds}, "
+                f"{opts.self_train_iterations} iterations",
+                3,
+                4,
+            )
         if on_stage:
             name = "segnet" if r == 0 else f"self_train_{r}"
             on_stage(name, ZANetModel(refiner, net, instances, provenance))
