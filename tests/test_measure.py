@@ -11,7 +11,7 @@ from skimage.measure import find_contours, regionprops
 
 from conftest import render_nuclei
 from zeropath.io.measure import COLUMNS, label_polygons, measure_objects
-from zeropath.stain import hed_od, hematoxylin_od
+from zeropath.stain import hed_od
 
 
 def _square(size: int = 20, lo: int = 5, hi: int = 15, value: int = 7) -> np.ndarray:
@@ -61,12 +61,39 @@ def test_uniform_stain_colour():
     rgb = np.full((*lab.shape, 3), 235, np.uint8)
     rgb[lab > 0] = colour
     m = measure_objects(lab, rgb, mpp=0.25)
-    expected_h = float(hematoxylin_od(colour[None, None])[0, 0])
-    expected_e = float(hed_od(colour[None, None])[0, 0, 1])
+    expected_h, expected_e = _qupath_he_default(colour)
     assert expected_h > 0.3
     assert m["mean_hematoxylin_od"][0] == pytest.approx(expected_h, rel=1e-5)
     assert m["max_hematoxylin_od"][0] == pytest.approx(expected_h, rel=1e-5)
     assert m["mean_eosin_od"][0] == pytest.approx(expected_e, rel=1e-5, abs=1e-6)
+
+
+def _qupath_he_default(colour):
+    """Hematoxylin and eosin OD of one RGB colour by QuPath's definition, written out:
+    OD_c = max(0, -log10(max(I_c, 1) / 255)); stains H = (0.65111, 0.70119, 0.29049) and
+    E = (0.2159, 0.8012, 0.5581) normalised, residual = normalised H × E; amounts solve
+    amounts · [H; E; R] = OD."""
+    od = [max(0.0, -np.log10(max(float(c), 1.0) / 255.0)) for c in colour]
+    h = np.array([0.65111, 0.70119, 0.29049]) / np.linalg.norm([0.65111, 0.70119, 0.29049])
+    e = np.array([0.2159, 0.8012, 0.5581]) / np.linalg.norm([0.2159, 0.8012, 0.5581])
+    r = np.cross(h, e)
+    r /= np.linalg.norm(r)
+    amounts = np.linalg.solve(np.stack([h, e, r]).T, np.array(od))
+    return float(amounts[0]), float(amounts[1])
+
+
+def test_stain_columns_are_qupaths_he_default_not_ruifrok():
+    # an eosin-rich colour: Ruifrok's eosin vector gave a value 2-3x below QuPath's
+    colour = np.array([230, 120, 190], np.uint8)
+    lab = _square(value=1)
+    rgb = np.full((*lab.shape, 3), 255, np.uint8)
+    rgb[lab > 0] = colour
+    m = measure_objects(lab, rgb, mpp=0.5)
+    h, e = _qupath_he_default(colour)
+    assert m["mean_eosin_od"][0] == pytest.approx(e, rel=1e-5)
+    assert m["mean_hematoxylin_od"][0] == pytest.approx(h, rel=1e-5, abs=1e-6)
+    ruifrok_e = float(hed_od(colour[None, None])[0, 0, 1])
+    assert abs(m["mean_eosin_od"][0] - ruifrok_e) > 0.05
 
 
 def test_matches_regionprops_on_synthetic_nuclei(synthetic_tile):

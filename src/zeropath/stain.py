@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# Ruifrok & Johnston's H&E-DAB stain vectors (rows: hematoxylin, eosin, DAB), unit length.
-# These are the same vectors scikit-image and QuPath's "H&E default" use.
+# Ruifrok & Johnston's H&E-DAB stain vectors (rows: hematoxylin, eosin, DAB), unit length, as
+# scikit-image's ``rgb2hed``. The segmenters, detectors and stain normalisation use these (the
+# bundled models were trained on them); the per-nucleus measurements use QuPath's vectors
+# (:func:`qupath_he_od`) so that they match what QuPath shows for the same nuclei.
 HED_VECTORS = np.array(
     [
         [0.65, 0.70, 0.29],
@@ -21,6 +23,36 @@ HED_VECTORS = np.array(
 )
 HED_VECTORS = HED_VECTORS / np.linalg.norm(HED_VECTORS, axis=1, keepdims=True)
 _HED_TO_RGB_INV = np.linalg.inv(HED_VECTORS)
+
+
+def _unit(v: tuple[float, float, float]) -> np.ndarray:
+    a = np.asarray(v, np.float64)
+    return a / np.linalg.norm(a)
+
+
+# QuPath's "H&E default" stains (hematoxylin, eosin) and their residual: the normalised cross
+# product of the two, as QuPath's StainVector.makeResidualStainVector makes it.
+QUPATH_HE_VECTORS = np.stack(
+    [
+        _unit((0.65111, 0.70119, 0.29049)),
+        _unit((0.2159, 0.8012, 0.5581)),
+        _unit(tuple(np.cross(_unit((0.65111, 0.70119, 0.29049)), _unit((0.2159, 0.8012, 0.5581))))),
+    ]
+)
+_QUPATH_HE_INV = np.linalg.inv(QUPATH_HE_VECTORS)
+
+
+def qupath_he_od(rgb: np.ndarray, background: float = 255.0) -> np.ndarray:
+    """Hematoxylin, eosin and residual amounts as QuPath computes them, ``H×W×3`` float32.
+
+    QuPath's colour deconvolution with its "H&E default" stains and a white of ``background``:
+    per channel ``OD = max(0, -log10(max(I, 1) / background))``, then the OD vector times the
+    inverse of the stain matrix (rows: hematoxylin, eosin, residual). Negative amounts are
+    kept, as QuPath keeps them in its intensity measurements. The input is not modified.
+    """
+    rgb = as_rgb(rgb).astype(np.float64)
+    od = np.maximum(0.0, -np.log10(np.maximum(rgb, 1.0) / float(background)))
+    return (od.reshape(-1, 3) @ _QUPATH_HE_INV).astype(np.float32).reshape(od.shape)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage as ndi
 
-from zeropath.stain import as_rgb, hed_od
+from zeropath.stain import as_rgb, qupath_he_od
 
 if TYPE_CHECKING:
     import shapely
@@ -116,7 +116,8 @@ def measure_objects(
     -------
     Columnar dict ``{column: 1-D array}`` with the keys of :data:`COLUMNS`, one entry per
     object sorted by id (``id`` is uint32, the rest float64). Lengths are in µm, the stain
-    columns in optical-density units from :func:`zeropath.stain.hed_od`.
+    columns in optical-density units of QuPath's "H&E default" colour deconvolution
+    (:func:`zeropath.stain.qupath_he_od`: the values QuPath measures for the same pixels).
 
     Definitions: ``area`` is the pixel count × mpp²; ``perimeter`` the length of the
     object's level-0.5 marching-squares contour (the outline ``find_contours`` traces
@@ -168,7 +169,7 @@ def measure_objects(
     circ = 4.0 * np.pi * contour_area / perimeter**2  # perimeter > 0 for any object
 
     if rgb is not None:
-        hed = hed_od(rgb[rows, cols][None]).reshape(-1, 3).astype(np.float64)
+        hed = qupath_he_od(rgb[rows, cols][None]).reshape(-1, 3).astype(np.float64)
         mean_h = per_object_sum(hed[:, 0]) / area
         mean_e = per_object_sum(hed[:, 1]) / area
         max_h = np.zeros(n, np.float64)
