@@ -29,8 +29,9 @@ import numpy as np
 
 from zeropath.errors import ModelError
 from zeropath.models.unet import UNetConfig, build_unet, count_parameters
+from zeropath.nuclei.augment import hed_jitter
 from zeropath.nuclei.pseudolabels import BACKGROUND, IGNORE, NUCLEUS, combine_labels
-from zeropath.stain import HED_VECTORS, as_rgb, stain_normalise
+from zeropath.stain import as_rgb, stain_normalise
 
 FORMAT = "zeropath.segnet/1"
 #: the network :func:`fit_segnet` builds by default: half the widths of :class:`UNetConfig`'s
@@ -61,31 +62,6 @@ class FitParams:
 
 
 # ----------------------------------------------------------------------------- augmentation
-
-_HED_INV = np.linalg.inv(HED_VECTORS)
-
-
-def _hed_jitter_fallback(
-    rgb: np.ndarray, rng: np.random.Generator, sigma: float, bias: float
-) -> np.ndarray:
-    """Scale and shift each stain's concentration (Tellez et al. 2018); returns uint8 RGB."""
-    od = -np.log10((rgb.astype(np.float32) + 1.0) / 256.0)
-    conc = od.reshape(-1, 3) @ _HED_INV.astype(np.float32)
-    alpha = rng.uniform(1 - sigma, 1 + sigma, 3).astype(np.float32)
-    beta = rng.uniform(-bias, bias, 3).astype(np.float32)
-    od2 = (conc * alpha + beta) @ HED_VECTORS.astype(np.float32)
-    out = 256.0 * np.power(10.0, -od2) - 1.0
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(rgb.shape)
-
-
-def _hed_jitter() -> Callable[[np.ndarray, np.random.Generator, float, float], np.ndarray]:
-    """The shared ``zeropath.nuclei.augment.hed_jitter`` when present, else the local one."""
-    try:
-        from zeropath.nuclei.augment import hed_jitter  # type: ignore[import-not-found]
-    except ImportError:
-        return _hed_jitter_fallback
-    return hed_jitter  # type: ignore[no-any-return]
-
 
 def _dihedral(arrs: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
     out = []
@@ -371,7 +347,7 @@ class _Crops:
             self.labels.append(lab)
         self.crop = crop
         self.p = p
-        self.jitter = _hed_jitter()
+        self.jitter = hed_jitter
         # sample images in proportion to their labelled pixels
         n = np.array([(lab != IGNORE).sum() for lab in self.labels], np.float64)
         self.weights = n / n.sum() if n.sum() > 0 else np.full(len(n), 1 / len(n))
