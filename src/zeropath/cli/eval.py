@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +26,6 @@ def format_table(result: dict[str, Any]) -> str:
         cells = "".join(f"  {metrics[c]:>{col_w[c]}.4f}" for c in _COLUMNS)
         lines.append(stem.ljust(width) + cells)
     return "\n".join(lines)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @click.command(name="eval")
@@ -94,6 +76,7 @@ def eval_command(
     """
     from zeropath.errors import InputError
     from zeropath.evaluate import evaluate_dirs
+    from zeropath.io.writers import write_run_json
 
     if json_path is not None and not json_path.resolve().parent.is_dir():
         raise InputError(json_path, "folder for the JSON output does not exist")
@@ -120,7 +103,7 @@ def eval_command(
         )
     if json_path is not None:
         try:
-            write_json_atomic(json_path, result)
+            write_run_json(json_path, result)
         except OSError as exc:
             raise InputError(json_path, f"cannot write: {exc.strerror or exc}") from exc
         click.echo(f"wrote {json_path}")
@@ -149,6 +132,7 @@ def format_tissue_table(result: dict[str, Any]) -> str:
 
 def _eval_tissue(pred_dir: Path, gt_dir: Path, json_path: Path | None) -> None:
     from zeropath.errors import InputError
+    from zeropath.io.writers import write_run_json
     from zeropath.tissue.evaluate import evaluate_tissue_dirs
 
     with Progress("evaluating") as progress:
@@ -165,7 +149,7 @@ def _eval_tissue(pred_dir: Path, gt_dir: Path, json_path: Path | None) -> None:
         )
     if json_path is not None:
         try:
-            write_json_atomic(json_path, result)
+            write_run_json(json_path, result)
         except OSError as exc:
             raise InputError(json_path, f"cannot write: {exc.strerror or exc}") from exc
         click.echo(f"wrote {json_path}")
