@@ -534,7 +534,8 @@ def test_cli_view_serves_until_interrupted(data):
     try:
         line = proc.stdout.readline()
         assert line.startswith("zeropath viewer at http://127.0.0.1:"), line
-        url = line.split()[3]
+        url, _, token = line.split()[3].partition("?token=")
+        assert len(token) >= 32
         status, info = fetch_json(url + "api/info")
         assert status == 200 and info["stem"] == "sample"
     finally:

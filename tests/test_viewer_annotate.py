@@ -263,15 +263,17 @@ def served(tmp_path):
     data = make_queue(tmp_path)
     server, session = create_viewer(data.out, port=0, mode="annotate")
     server.start()
-    yield data, server.url
+    yield data, server
     server.shutdown()
     session.close()
 
 
-def request(url: str, body: bytes | None = None, ctype: str = "application/json"):
+def request(url: str, body: bytes | None = None, ctype: str = "application/json", token: str = ""):
+    """GET ``url``, or POST ``body`` with ``ctype`` and the server's ``token``."""
     req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
     if body is not None:
         req.add_header("Content-Type", ctype)
+        req.add_header("X-Zeropath-Token", token)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.headers["Content-Type"], r.read()
@@ -279,15 +281,16 @@ def request(url: str, body: bytes | None = None, ctype: str = "application/json"
         return exc.code, exc.headers["Content-Type"], exc.read()
 
 
-def request_json(url: str, payload=None):
+def request_json(url: str, payload=None, token: str = ""):
     body = None if payload is None else json.dumps(payload).encode()
-    status, ctype, data = request(url, body)
+    status, ctype, data = request(url, body, token=token)
     assert ctype == "application/json", (status, data[:200])
     return status, json.loads(data)
 
 
 def test_api_page_queue_and_region(served):
-    data, url = served
+    data, server = served
+    url = server.url
     status, ctype, page = request(url)
     assert status == 200 and b"annotate.js" in page
     for asset in ("static/annotate.js", "static/annotate.css", "static/viewer.css"):
@@ -318,7 +321,8 @@ def test_api_page_queue_and_region(served):
 
 
 def test_api_mask_round_trip(served):
-    data, url = served
+    data, server = served
+    url = server.url
     status, m = request_json(url + "api/annotate/regions/r0001/mask")
     assert status == 200 and m == {
         "width": 160,
@@ -332,7 +336,7 @@ def test_api_mask_round_trip(served):
     mask[5:25, 10:70] = TUMOR["index"]
     mask[60:, :] = 0
     payload = {"width": 160, "height": 120, "rle": rle_encode(mask)}
-    status, saved = request_json(url + "api/annotate/regions/r0001/mask", payload)
+    status, saved = request_json(url + "api/annotate/regions/r0001/mask", payload, server.token)
     assert status == 200, saved
     assert saved["saved"] == "r0001" and saved["done"] == 1 and saved["total"] == 2
     assert saved["counts"] == {"0": 60 * 160, "1": 20 * 60}
@@ -350,14 +354,15 @@ def test_api_mask_round_trip(served):
     # a PNG body is accepted as well
     other = np.zeros((90, 140), np.uint8)
     status, ctype, body = request(
-        url + "api/annotate/regions/r0002/mask", encode_mask_png(other), "image/png"
+        url + "api/annotate/regions/r0002/mask", encode_mask_png(other), "image/png", server.token
     )
     assert status == 200, body
     np.testing.assert_array_equal(read_png(data.mask("r0002")), other)
 
 
 def test_api_rejects_bad_masks(served):
-    data, url = served
+    data, server = served
+    url = server.url
     base = url + "api/annotate/regions/r0001/mask"
     cases = [
         ({"width": 100, "height": 120, "rle": [255, 12000]}, 422, "160×120"),
@@ -368,17 +373,19 @@ def test_api_rejects_bad_masks(served):
         ([1, 2], 400, "JSON object"),
     ]
     for payload, code, message in cases:
-        status, body = request_json(base, payload)
+        status, body = request_json(base, payload, server.token)
         assert status == code and message in body["error"], (payload, status, body)
-    status, _, body = request(base, b"{not json")
+    status, _, body = request(base, b"{not json", token=server.token)
     assert status == 400 and b"not JSON" in body
-    status, _, body = request(base, encode_mask_png(np.zeros((3, 3), np.uint8)), "image/png")
+    png = encode_mask_png(np.zeros((3, 3), np.uint8))
+    status, _, body = request(base, png, "image/png", server.token)
     assert status == 422 and "is 3×3 pixels" in json.loads(body)["error"]
     assert not data.mask("r0001").exists()
 
 
 def test_api_refuses_unknown_ids_and_traversal(served):
-    data, url = served
+    data, server = served
+    url = server.url
     secret = data.out / "secret.json"
     secret.write_text('{"box": [0, 0, 1, 1]}')
     for rid in ("r9999", "..", "..%2Fsecret", "%2E%2E%2Fsecret", "index", "r0001.mask", ".hidden"):
@@ -386,7 +393,9 @@ def test_api_refuses_unknown_ids_and_traversal(served):
             status = request(f"{url}api/annotate/regions/{rid}{tail}")[0]
             assert status == 404, (rid, tail, status)
     status, body = request_json(
-        url + "api/annotate/regions/..%2Fsecret/mask", {"width": 1, "height": 1, "rle": [0, 1]}
+        url + "api/annotate/regions/..%2Fsecret/mask",
+        {"width": 1, "height": 1, "rle": [0, 1]},
+        server.token,
     )
     assert status == 404 and "not found" in body["error"]
     assert request(url + "annotate/dzi/7/image.dzi")[0] == 404
@@ -406,11 +415,11 @@ def test_api_loop_queue_refuses_unlabelled_pixels(tmp_path):
         status, m = request_json(url + "/mask")
         assert m["rle"] == [255, 64 * 64] and not m["exists"]
         status, body = request_json(
-            url + "/mask", {"width": 64, "height": 64, "rle": [1, 64, 255, 4032]}
+            url + "/mask", {"width": 64, "height": 64, "rle": [1, 64, 255, 4032]}, server.token
         )
         assert status == 422 and "4032 pixels are unlabelled" in body["error"]
         status, body = request_json(
-            url + "/mask", {"width": 64, "height": 64, "rle": [1, 64, 0, 4032]}
+            url + "/mask", {"width": 64, "height": 64, "rle": [1, 64, 0, 4032]}, server.token
         )
         assert status == 200 and body["counts"] == {"0": 4032, "1": 64}
         assert read_png(data.mask("tile__r0_c1"))[0].tolist() == [1] * 64
@@ -418,7 +427,8 @@ def test_api_loop_queue_refuses_unlabelled_pixels(tmp_path):
 
 
 def test_view_mode_routes_are_absent_in_annotate_mode(served):
-    _, url = served
+    _, server = served
+    url = server.url
     assert request(url + "api/slides")[0] == 404
     assert request(url + "api/annotate/queue")[0] == 200
 
@@ -460,8 +470,20 @@ def test_cli_annotate_serves_until_interrupted(tmp_path):
         line = proc.stdout.readline()
         assert line.startswith("zeropath viewer at http://127.0.0.1:"), line
         assert "0 of 2 regions done" in line
-        status, q = request_json(line.split()[3] + "api/annotate/queue")
+        url, _, token = line.split()[3].partition("?token=")
+        assert len(token) >= 32  # the printed (and opened) URL carries the write token
+        status, q = request_json(url + "api/annotate/queue")
         assert status == 200 and q["total"] == 2
+        status, body = request_json(
+            url + "api/annotate/regions/r0002/mask", {"width": 140, "height": 90, "rle": [0, 12600]}
+        )
+        assert status == 403 and "Token" in body["error"] and not data.mask("r0002").exists()
+        status, body = request_json(
+            url + "api/annotate/regions/r0002/mask",
+            {"width": 140, "height": 90, "rle": [0, 12600]},
+            token,
+        )
+        assert status == 200 and data.mask("r0002").exists()
     finally:
         proc.send_signal(2)
         proc.wait(timeout=10)

@@ -87,7 +87,7 @@ def open_page(browser, url: str):
 
 @pytest.fixture(scope="module")
 def page(browser, server):
-    pg = open_page(browser, server.url)
+    pg = open_page(browser, server.page_url)
     yield pg
     pg.close()
 
@@ -125,7 +125,7 @@ def segment_distance(shape, a, b) -> np.ndarray:
     return np.hypot(ax + u * dx - xx, ay + u * dy - yy)
 
 
-def test_paint_save_and_reopen(page, data):
+def test_paint_save_and_reopen(page, data, server):
     # the queue and the first region are shown
     assert page.inner_text("#progress") == "0 / 2 done"
     assert page.locator("#queue-list li").count() == 2
@@ -229,7 +229,8 @@ def test_paint_save_and_reopen(page, data):
     assert abs(int((second == 1).sum()) - 60 * 60 / 2) < 80
     assert second[40, 30] == 1 and second[5, 5] == 255 and second[70, 100] == 255
 
-    page.goto(page.url.split("?")[0] + "?id=r0001")
+    assert f"token={server.token}" in page.url  # changing regions keeps the token
+    page.goto(f"{server.page_url}&id=r0001")
     settle(page)
     assert page.evaluate("() => window.zp.state.region.id") == "r0001"
     assert labelled_count(page) == int((mask != 255).sum())
@@ -247,7 +248,7 @@ def test_loop_queue_needs_every_pixel_labelled(browser, tmp_path):
     srv, session = create_viewer(data.out, port=0, mode="annotate")
     srv.start()
     try:
-        pg = open_page(browser, srv.url)
+        pg = open_page(browser, srv.page_url)
         rid = "tile__r0_c1"
         assert pg.evaluate("() => window.zp.state.region.id") == rid
         assert pg.locator("#class-picker li .name").all_inner_texts() == [

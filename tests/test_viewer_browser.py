@@ -78,7 +78,7 @@ def page(server):
         pg.set_default_timeout(TIMEOUT_MS)
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.goto(server.url)
+        pg.goto(server.page_url)
         pg.wait_for_function("() => window.zp && window.zp.idle()")
         pg.page_errors = errors  # type: ignore[attr-defined]
         yield pg

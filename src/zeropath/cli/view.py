@@ -26,7 +26,12 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     show_default=True,
     help="Port to serve on (0 picks a free one).",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; requests must name it (or localhost) as their host.",
+)
 @click.option("--no-browser", is_flag=True, help="Do not open a web browser.")
 @click.option(
     "--annotate",
@@ -53,18 +58,22 @@ def view(
     for message in session.warnings:
         warn(message)
     if host not in _LOOPBACK:
-        warn(f"serving on {host}: anyone who can reach this address can see the slides")
+        warn(
+            f"serving on {host}: anyone who can reach this address can see the slides; "
+            "browsers must use this address (other host names are refused)"
+        )
     if annotate:
         summary = session.queue.summary()
         note = f"annotating: {summary['done']} of {summary['total']} regions done; "
     else:
         note = ""
-    click.echo(f"zeropath viewer at {server.url} ({note}Ctrl+C to stop)")
+    # the token in the URL lets the page save; other web pages cannot learn it
+    click.echo(f"zeropath viewer at {server.page_url} ({note}Ctrl+C to stop)")
     if not no_browser:
         import webbrowser
 
         try:
-            webbrowser.open(server.url)
+            webbrowser.open(server.page_url)
         except Exception:  # no browser available: the URL is printed above
             pass
     import signal

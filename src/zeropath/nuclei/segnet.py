@@ -63,6 +63,7 @@ class FitParams:
 
 # ----------------------------------------------------------------------------- augmentation
 
+
 def _dihedral(arrs: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
     out = []
     for a in arrs:

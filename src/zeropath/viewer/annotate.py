@@ -15,8 +15,10 @@ Routes (ids are those of ``OUT/queue/index.json`` only; anything else is a 404):
   ``{"width", "height", "rle": [value, count, ...], "exists"}`` (all ``empty`` when none);
   ``…/mask.png`` — the stored PNG itself (404 when none);
 * ``POST /api/annotate/regions/<id>/mask`` — save: a JSON body ``{"width", "height",
-  "rle"}`` or a greyscale PNG body; 400 for a malformed body, 422 for a wrong size, a value
-  that is not a class, or unpainted pixels where the queue has no unlabelled value;
+  "rle"}`` (``Content-Type: application/json``) or a greyscale PNG body (``image/png``),
+  with the server's token (see :mod:`zeropath.viewer.server`); 400 for a malformed body,
+  422 for a wrong size, a value that is not a class, or unpainted pixels where the queue
+  has no unlabelled value;
 * ``GET /annotate/dzi/<n>/image.dzi`` and ``…/image_files/L/C_R.jpeg`` — the image pyramid
   (one per image, shared by the regions cut from it).
 """
@@ -139,7 +141,7 @@ def _region(session: AnnotateSession, request: Request) -> QueueRegion:
 
 
 def _mask_from_request(request: Request, region: QueueRegion) -> np.ndarray:
-    if request.body[:8] == b"\x89PNG\r\n\x1a\n":
+    if request.content_type == "image/png":
         try:
             return decode_mask_png(request.body)
         except MaskError as exc:
@@ -148,6 +150,8 @@ def _mask_from_request(request: Request, region: QueueRegion) -> np.ndarray:
     if not isinstance(body, dict):
         raise HTTPError(400, "expected a JSON object {width, height, rle} or a PNG body")
     width, height = body.get("width"), body.get("height")
+    if type(width) is not int or type(height) is not int:
+        raise HTTPError(400, "the mask's width and height must be integers")
     if (width, height) != (region.width, region.height):
         raise MaskError(
             f"mask is {width}×{height} pixels, region {region.id!r} is "

@@ -263,24 +263,29 @@ def rle_encode(mask: np.ndarray) -> list[int]:
 
 def rle_decode(rle: Any, width: int, height: int) -> np.ndarray:
     """The ``height×width`` uint8 mask of :func:`rle_encode`'s list; :class:`MaskError` if
-    the list is malformed or does not cover the mask exactly."""
+    the list is malformed or does not cover the mask exactly.
+
+    ``rle`` comes from a request: every item must be a Python ``int`` (not a bool, a float
+    or a string) and the sizes are checked in Python integers before numpy sees them.
+    """
+    if type(width) is not int or type(height) is not int or width < 1 or height < 1:
+        raise MaskError(f"mask size must be positive integers, not {width!r}×{height!r}")
+    size = width * height
+    if size > MAX_REGION_PIXELS:
+        raise MaskError(f"a {width}×{height} mask is larger than {MAX_REGION_PIXELS} pixels")
     if not isinstance(rle, list) or len(rle) % 2:
         raise MaskError("rle must be a flat list [value, count, ...] of even length")
-    try:
-        arr = np.asarray(rle, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        raise MaskError("rle must hold integers only") from None
-    if arr.ndim != 1:
+    if any(type(item) is not int for item in rle):
         raise MaskError("rle must be a flat list of integers")
-    values, counts = arr[0::2], arr[1::2]
-    if values.size and (values.min() < 0 or values.max() > 255):
+    values, counts = rle[0::2], rle[1::2]
+    if any(not 0 <= v <= 255 for v in values):
         raise MaskError("rle values must lie in 0..255")
-    if counts.size and counts.min() < 1:
-        raise MaskError("rle counts must be positive")
-    total = int(counts.sum()) if counts.size else 0
-    if total != width * height:
+    if any(not 0 < c <= size for c in counts):
+        raise MaskError(f"rle counts must be positive and at most {size}")
+    total = sum(counts)  # exact: Python integers, each at most ``size``
+    if total != size:
         raise MaskError(f"rle covers {total} pixels, the region has {width}×{height}")
-    return np.repeat(values.astype(np.uint8), counts).reshape(height, width)
+    return np.repeat(np.array(values, np.uint8), np.array(counts, np.int64)).reshape(height, width)
 
 
 def decode_mask_png(data: bytes) -> np.ndarray:

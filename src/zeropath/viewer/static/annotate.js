@@ -10,11 +10,14 @@
 // Unpainted pixels hold `region.empty` (255). Unless the queue names an `unlabelled` value
 // (partial masks allowed), the loop needs a class for every pixel and Save says how many
 // are left; "Fill unlabelled" (F) gives them the current class.
+// Writes carry the server's token, which `zeropath view` put in this page's URL (?token=);
+// the server refuses writes without it (other web pages cannot know it).
 // `window.zp` exposes the state (and `idle()`, `maskToClient()`) for tests.
 (function () {
   "use strict";
 
   const $ = (id) => document.getElementById(id);
+  const TOKEN = new URLSearchParams(location.search).get("token") || "";
   const state = {
     queue: null, // /api/annotate/queue
     region: null, // /api/annotate/regions/<id>
@@ -188,7 +191,8 @@
       buildPicker(region);
       describeRegion(region);
       renderQueue();
-      history.replaceState(null, "", "?" + new URLSearchParams({ id }).toString());
+      const search = new URLSearchParams(TOKEN ? { token: TOKEN, id } : { id });
+      history.replaceState(null, "", "?" + search.toString());
       await showImage(region.dzi);
       fitRegion(true);
       if (region.done) setStatus("saved earlier", "saved");
@@ -757,7 +761,7 @@
       const body = JSON.stringify({ width: state.W, height: state.H, rle: rleEncode(state.labels) });
       const res = await getJSON(regionUrl(region.id, "/mask"), {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", "X-Zeropath-Token": TOKEN },
         body,
       });
       if (state.region === region) {

@@ -85,7 +85,9 @@
       select.value = stem;
       select.hidden = false;
       select.addEventListener("change", () => {
-        location.search = "?" + query({ stem: select.value });
+        const params = new URLSearchParams(location.search); // keeps ?token=
+        params.set("stem", select.value);
+        location.search = "?" + params.toString();
       });
     }
     $("toggle-tissue").addEventListener("change", (e) => {
