@@ -535,3 +535,97 @@ def test_encoders_pickle_for_worker_processes(tiny: cf.ClipEncoder):
         copy = pickle.loads(pickle.dumps(enc))
         np.testing.assert_allclose(copy.encode_images(imgs), enc.encode_images(imgs), atol=1e-6)
         np.testing.assert_allclose(copy.encode_texts(["tumor"]), enc.encode_texts(["tumor"]))
+
+
+# ------------------------------------------------------------------ hub revisions and digests
+
+_PINNED = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _pin(monkeypatch: pytest.MonkeyPatch, name: str, revision: str) -> None:
+    """Replace encoder ``name``'s registry row by one pinned to ``revision``."""
+    from zeropath.models.encoders import base
+
+    monkeypatch.setitem(base._REGISTRY, name, replace(get_encoder_info(name), revision=revision))
+
+
+def test_hub_rows_carry_a_revision_passed_to_the_hub_loader(monkeypatch):
+    import huggingface_hub
+    import transformers
+
+    calls: list[tuple[str, str | None]] = []
+
+    def fake_download(repo_id, filename, revision=None, **kwargs):
+        calls.append((repo_id, revision))
+        raise OSError("no network in tests")
+
+    def fake_from_pretrained(repo_id, revision=None, **kwargs):
+        calls.append((repo_id, revision))
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(transformers.CLIPModel, "from_pretrained", fake_from_pretrained)
+    for name in ("openai-clip", "plip", "quiltnet"):
+        info = get_encoder_info(name)
+        assert hasattr(info, "revision") and info.factory.resolved_revision() == info.revision
+        _pin(monkeypatch, name, _PINNED)
+        calls.clear()
+        with pytest.raises(EncoderError, match="not available offline"):
+            get_encoder(name)
+        assert calls and all(c == (info.hub_id, _PINNED) for c in calls), (name, calls)
+
+
+def _fake_hub_cache(root: Path, hub_id: str, commit: str, files: dict[str, bytes]) -> dict:
+    """The hub cache layout: ``blobs/<sha256>`` linked from ``snapshots/<commit>/<file>``."""
+    repo = root / f"models--{hub_id.replace('/', '--')}"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    paths = {}
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.symlink_to(blob)
+        paths[name] = link
+    return paths
+
+
+def test_hub_open_clip_records_commit_and_digest_and_refuses_a_damaged_blob(
+    tmp_path: Path, monkeypatch
+):
+    import io
+
+    import huggingface_hub
+
+    info = get_encoder_info("quiltnet")
+    buf = io.BytesIO()
+    torch.save(make_openclip_state_dict(SMALL, seed=3), buf)
+    config = {"model_cfg": {"embed_dim": 24, "text_cfg": {"heads": 2}}}
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    paths = _fake_hub_cache(
+        tmp_path,
+        info.hub_id,
+        commit,
+        {
+            "open_clip_config.json": json.dumps(config).encode(),
+            "open_clip_pytorch_model.bin": buf.getvalue(),
+        },
+    )
+    monkeypatch.setattr(
+        huggingface_hub, "hf_hub_download", lambda repo, filename, **kw: str(paths[filename])
+    )
+    monkeypatch.setattr(cf, "_clip_bpe_tokenizer", lambda name, ctx, d=None: cf.ByteTokenizer(ctx))
+    enc = get_encoder("quiltnet")
+    weights = paths["open_clip_pytorch_model.bin"]
+    assert enc.provenance["revision"] == commit  # the commit actually loaded
+    assert enc.provenance["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+    blob = weights.resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # damaged in place, same size
+    blob.write_bytes(bytes(data))
+    with pytest.raises(EncoderError) as err:
+        get_encoder("quiltnet")
+    msg = str(err.value)
+    assert "\n" not in msg and "damaged" in msg
+    assert f"hf download {info.hub_id} --force-download" in msg

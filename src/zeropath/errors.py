@@ -28,3 +28,11 @@ class ModelError(ZeropathError):
 
 class ConfigError(ZeropathError):
     """A configuration or prompt file is invalid."""
+
+
+class WeightsError(ModelError):
+    """A weights file is unreadable, damaged, or does not fit the network it is loaded into."""
+
+
+class ChecksumError(WeightsError):
+    """A model file's SHA-256 differs from the expected one: it is damaged or was replaced."""

@@ -88,7 +88,7 @@ def list_command(as_json: bool) -> None:
             "yes" if info.commercial_use else "no",
             "?" if info.mpp is None else f"{info.mpp:g}",
             "?" if info.input_size is None else str(info.input_size),
-            info.hub_id or "builtin",
+            _hub_source(info.hub_id, info.revision),
         )
     console = Console()
     if not console.is_terminal:  # pipes and tests: do not squeeze the table into 80 columns
@@ -97,12 +97,22 @@ def list_command(as_json: bool) -> None:
     console.print(enc_table)
 
 
+def _hub_source(hub_id: str | None, revision: str | None) -> str:
+    """``org/name@commit`` when the registry pins a revision, ``org/name`` (main) otherwise."""
+    if not hub_id:
+        return "builtin"
+    return f"{hub_id}@{revision[:12]}" if revision else hub_id
+
+
 @models.command("fetch")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Download again even if a verified copy exists.")
 @handle_errors
 def fetch_command(name: str, force: bool) -> None:
-    """Download model NAME into the cache (checksum verified) and print its path."""
+    """Download model NAME into the cache (checksum verified) and print its path.
+
+    Loading a model hashes it again; a cached copy found damaged is refused until it is
+    fetched again (--force downloads it even when the cache looks fine)."""
     from zeropath.models import registry
 
     spec = registry.get_spec(name)

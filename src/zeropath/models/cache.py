@@ -3,7 +3,10 @@
 Everything here is standard library (plus platformdirs) so that importing it never loads torch.
 The cache root is ``$ZEROPATH_HOME`` when set, else ``platformdirs.user_cache_dir("zeropath")``;
 model files live under ``ROOT/models/NAME/FILENAME``. Beside each verified file sits a small
-``FILENAME.sha256`` memo (digest, size, mtime) so that large files are not re-hashed on every use.
+``FILENAME.sha256`` memo (digest, size, mtime) so that ``fetch`` and ``models list`` need not
+re-hash large files. The memo never vouches for the bytes that are *loaded*: every loader hashes
+the file as it reads it (:mod:`zeropath.models.weights`), because a file damaged in place can keep
+its size and mtime.
 """
 
 from __future__ import annotations
@@ -108,7 +111,10 @@ def memo_path(path: Path) -> Path:
 def verify_memoized(path: Path, sha256: str) -> bool:
     """Like :func:`verify`, but trusts a fresh memo left by an earlier successful check.
 
-    Used for files inside the cache only; a successful full check writes the memo.
+    Used for files inside the cache only; a successful full check writes the memo. A memo is
+    only a hint for :func:`~zeropath.models.registry.fetch` and listings: loaders hash the bytes
+    they load again (see :mod:`zeropath.models.weights`), so a file damaged in place with its
+    size and mtime restored is still refused.
     """
     memo = memo_path(path)
     try:

@@ -45,6 +45,7 @@ __all__ = [
     "get_spec",
     "is_cached",
     "list_specs",
+    "load",
     "load_state_dict",
     "load_torchscript",
     "provenance",
@@ -613,10 +614,14 @@ def resolve(name_or_path: str | os.PathLike[str], progress: ProgressCallback | N
 
 
 def provenance(name_or_path: str | os.PathLike[str]) -> dict[str, str]:
-    """``{"name", "sha256"}`` for run.json: the registered digest, or the file's own."""
+    """``{"name", "sha256"}`` for run.json: the digest of the file that is there now.
+
+    For a registered model that is the file :func:`fetch` returns, hashed again (never taken
+    from the registry or a memo), so a damaged copy is recorded as what it is.
+    """
     _load_plugins()
     if isinstance(name_or_path, str) and name_or_path in _REGISTRY:
-        return {"name": name_or_path, "sha256": _REGISTRY[name_or_path].sha256}
+        return {"name": name_or_path, "sha256": cache.digest(fetch(name_or_path))}
     path = Path(name_or_path).expanduser()
     return {"name": str(path), "sha256": cache.digest(path)}
 
@@ -624,45 +629,57 @@ def provenance(name_or_path: str | os.PathLike[str]) -> dict[str, str]:
 # ------------------------------------------------------------------------------------ loading
 
 
-def load_torchscript(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
-    """Load a TorchScript module (``torch.jit.load``; no Python pickles are executed)."""
-    import torch
+def load_torchscript(
+    path: str | os.PathLike[str],
+    map_location: Any = "cpu",
+    *,
+    sha256: str | None = None,
+    name: str | None = None,
+) -> Any:
+    """Load a TorchScript module (``torch.jit.load``; no Python pickles are executed).
 
-    try:
-        with warnings.catch_warnings():  # torch >= 2.9 flags torch.jit as deprecated
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(str(path), map_location=map_location)
-    except Exception as exc:
-        raise ModelError(f"{path}: not a loadable TorchScript model ({_oneline(exc)})") from None
+    The file is hashed as it is read; with ``sha256`` a different digest is refused
+    (:func:`zeropath.models.weights.load_torchscript` also returns the digest).
+    """
+    from zeropath.models import weights
+
+    return weights.load_torchscript(path, sha256, name=name, map_location=map_location).value
 
 
-def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> Mapping[str, Any]:
+def load_state_dict(
+    path: str | os.PathLike[str],
+    map_location: Any = "cpu",
+    *,
+    sha256: str | None = None,
+    name: str | None = None,
+) -> Mapping[str, Any]:
     """Load a weights mapping safely: safetensors, or ``torch.load(weights_only=True)``.
 
-    Arbitrary pickled objects are refused, so a tampered checkpoint cannot run code.
+    Arbitrary pickled objects are refused, so a tampered checkpoint cannot run code; with
+    ``sha256`` a file with another digest is refused before it is read as weights.
     """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ModelError(
-                f"{path}: reading .safetensors needs the safetensors package "
-                "(pip install safetensors)"
-            ) from None
-        try:
-            return load_file(str(path), device=str(map_location))
-        except Exception as exc:
-            raise ModelError(f"{path}: unreadable safetensors file ({_oneline(exc)})") from None
-    import torch
+    from zeropath.models import weights
 
-    try:
-        obj = torch.load(str(path), map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"{path}: not a plain weights file ({_oneline(exc)})") from None
-    if not isinstance(obj, Mapping):
-        raise ModelError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-    return obj
+    return weights.load_state_dict(path, sha256, name=name, map_location=map_location).value
+
+
+def load(name: str | ModelSpec, progress: ProgressCallback | None = None) -> Any:
+    """Fetch a registered model and load it, checking the SHA-256 of the bytes it loads.
+
+    Returns a :class:`zeropath.models.weights.Loaded` (``path``, ``sha256``, ``value``):
+    a state dict for ``state_dict``/``safetensors`` models, a module for ``torchscript``.
+    A cached copy damaged in place (even with its size and mtime kept) is refused with a
+    :class:`~zeropath.errors.ChecksumError` telling the user to fetch it again.
+    """
+    from zeropath.models import weights
+
+    spec = _spec(name)
+    path = fetch(spec, progress)
+    if spec.format == "torchscript":
+        return weights.load_torchscript(path, spec.sha256, name=spec.name)
+    if spec.format in ("state_dict", "safetensors"):
+        return weights.load_state_dict(path, spec.sha256, name=spec.name)
+    raise ModelError(f"model {spec.name!r} has format {spec.format!r}: load it with its own code")
 
 
 # ------------------------------------------------------------------------- built-in models

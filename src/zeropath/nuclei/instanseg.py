@@ -4,6 +4,8 @@ Not a zeropath method: it was trained with annotations, and serves as the superv
 reference row of the benchmarks and as ``--model instanseg-brightfield-nuclei``. The
 TorchScript file comes from the model registry (checksum verified) and runs the way its users
 run it: per-channel 0.1/99.9 percentile scaling, 0.5 µm/px, padded to a multiple of 32.
+The file is hashed whenever it is loaded: a cached copy damaged in place is refused, and
+:meth:`InstanSegSegmenter.describe` reports the SHA-256 of the bytes actually loaded.
 """
 
 from __future__ import annotations
@@ -33,9 +35,15 @@ class InstanSegSegmenter:
 
     def __init__(self, path: str | None = None, threads: int | None = None) -> None:
         from zeropath.models import get_spec, resolve
+        from zeropath.models.weights import verify_file
 
         self._path = str(resolve(path or MODEL_NAME))
-        self.sha256 = get_spec(MODEL_NAME).sha256 if path is None else None
+        #: the digest the file must have (the registry's; None for a user's own file)
+        self.expected_sha256 = get_spec(MODEL_NAME).sha256 if path is None else None
+        self._name = MODEL_NAME if path is None else None
+        #: the digest of the file, checked now (a damaged cached copy is refused before any
+        #: input is read) and again against the bytes each process loads (``_load``)
+        self.sha256: str | None = verify_file(self._path, self.expected_sha256, name=self._name)
         self._threads = threads
         self._model: Any = None
 
@@ -46,9 +54,13 @@ class InstanSegSegmenter:
 
     def _load(self) -> Any:
         if self._model is None:
-            from zeropath.models import load_torchscript
+            from zeropath.models.weights import load_torchscript
 
-            self._model = load_torchscript(self._path)
+            loaded = load_torchscript(
+                self._path, self.expected_sha256 or self.sha256, name=self._name
+            )
+            self.sha256 = loaded.sha256
+            self._model = loaded.value
             self._model.eval()
         return self._model
 
@@ -69,4 +81,5 @@ class InstanSegSegmenter:
         return labels.astype(np.uint32)
 
     def describe(self) -> dict[str, Any]:
+        """Name, the SHA-256 of the weights (of the bytes loaded, once loaded), parameters."""
         return {"name": self.name, "sha256": self.sha256, "params": {"mpp": self.target_mpp}}

@@ -57,6 +57,8 @@ class ZANetModel:
     segnet: Any  # zeropath.nuclei.segnet.SegNet
     instances: InstanceParams = field(default_factory=InstanceParams)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: SHA-256 of the model as loaded (``model.json`` + ``weights.pt``; see :func:`model_sha256`)
+    sha256: str | None = None
 
     def save(self, model_dir: str | os.PathLike[str]) -> Path:
         """Write ``model.json`` and ``weights.pt`` atomically into ``model_dir``."""
@@ -81,29 +83,62 @@ class ZANetModel:
         return out
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike[str]) -> ZANetModel:
-        """Load a model directory; a missing or foreign directory is a :class:`ModelError`."""
-        import torch
+    def load(cls, model_dir: str | os.PathLike[str], sha256: str | None = None) -> ZANetModel:
+        """Load a model directory; a missing, foreign or damaged directory is a ModelError.
 
+        Both files are hashed as they are read; the model's ``sha256`` (see
+        :func:`model_sha256`) is that of the bytes loaded, and must equal ``sha256`` when given.
+        Weights that lack an entry, are damaged, or do not fit their configuration raise a
+        :class:`~zeropath.errors.WeightsError` of one line naming ``weights.pt``.
+        """
+        import hashlib
+
+        from zeropath.errors import ChecksumError, WeightsError
+        from zeropath.models import weights
         from zeropath.nuclei.refine import Refiner
         from zeropath.nuclei.segnet import SegNet
 
         d = Path(model_dir)
         try:
-            meta = json.loads((d / MODEL_JSON).read_text())
+            raw = (d / MODEL_JSON).read_bytes()
+            meta = json.loads(raw)
         except (OSError, ValueError) as exc:
-            raise ModelError(f"{d}: not a zeropath nucleus model directory ({exc})") from exc
-        if meta.get("format") != FORMAT:
-            raise ModelError(f"{d}: unknown model format {meta.get('format')!r}")
-        try:
-            state = torch.load(d / WEIGHTS, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelError(f"{d / WEIGHTS}: cannot load weights ({exc})") from exc
+            raise ModelError(f"{d}: not a zeropath nucleus model directory ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise ModelError(f"{d}: unknown model format {fmt!r}")
+        path = d / WEIGHTS
+        loaded = weights.load_state_dict(path)
+        digest = _combined_sha256(
+            {MODEL_JSON: hashlib.sha256(raw).hexdigest(), WEIGHTS: loaded.sha256}
+        )
+        if sha256 is not None and digest != sha256:
+            raise ChecksumError(
+                f"{d}: the model changed since it was opened (sha256 {digest[:12]}…, expected "
+                f"{sha256[:12]}…); refusing to mix two models in one run"
+            )
+        state = loaded.value
+        parts = {}
+        for key, build in (
+            ("refiner", Refiner.from_state_dict),
+            ("segnet", SegNet.from_state_dict),
+        ):
+            part = weights.entry(state, key, path)
+            try:
+                parts[key] = build(part)
+            except WeightsError:
+                raise
+            except (ModelError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+                raise WeightsError(
+                    f"{path}: the {key!r} weights do not fit the network "
+                    f"({weights.describe_load_error(exc)})"
+                ) from None
         return cls(
-            refiner=Refiner.from_state_dict(state["refiner"]),
-            segnet=SegNet.from_state_dict(state["segnet"]),
+            refiner=parts["refiner"],
+            segnet=parts["segnet"],
             instances=_instance_params(meta.get("instances", {})),
             provenance=meta.get("provenance", {}),
+            sha256=digest,
         )
 
     def segment_work(self, rgb: np.ndarray) -> np.ndarray:
@@ -161,15 +196,24 @@ def model_sha256(model_dir: str | os.PathLike[str]) -> str:
 
     Other files in the directory (a README, notes) do not change a model's identity.
     """
-    import hashlib
-
     from zeropath.models.cache import sha256_file
 
-    h = hashlib.sha256()
+    digests = {}
     for name in (MODEL_JSON, WEIGHTS):
         path = Path(model_dir) / name
         if path.is_file():
-            h.update(f"{name}\0{sha256_file(path)}\n".encode())
+            digests[name] = sha256_file(path)
+    return _combined_sha256(digests)
+
+
+def _combined_sha256(digests: dict[str, str]) -> str:
+    """The digest of ``name NUL filedigest LF`` over ``model.json`` then ``weights.pt``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in (MODEL_JSON, WEIGHTS):
+        if name in digests:
+            h.update(f"{name}\0{digests[name]}\n".encode())
     return h.hexdigest()
 
 
@@ -194,8 +238,10 @@ class ZANetSegmenter:
                 "`zeropath nuclei fit IMAGES --out MODEL_DIR` or omit --model for the default"
             )
         self.name = name or self.model_dir.name
-        self.sha256 = model_sha256(self.model_dir)
-        self._model: ZANetModel | None = None
+        # loaded (and so checked) now, in the main process: a damaged or mismatched weights
+        # file is one error before any input is read; workers reload the same bytes
+        self._model: ZANetModel | None = ZANetModel.load(self.model_dir)
+        self.sha256 = self._model.sha256
 
     def __getstate__(self) -> dict[str, Any]:  # networks are reloaded in each worker process
         state = dict(self.__dict__)
@@ -205,7 +251,9 @@ class ZANetSegmenter:
     @property
     def model(self) -> ZANetModel:
         if self._model is None:
-            self._model = ZANetModel.load(self.model_dir)
+            # the directory must still hold the model this segmenter was opened on
+            self._model = ZANetModel.load(self.model_dir, sha256=self.sha256)
+            self.sha256 = self._model.sha256
         return self._model
 
     def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
@@ -222,7 +270,7 @@ class ZANetSegmenter:
         m = self.model
         return {
             "name": self.name,
-            "sha256": self.sha256,
+            "sha256": m.sha256,
             "params": {
                 "path": str(self.model_dir),
                 "work_mpp": WORK_MPP,

@@ -173,19 +173,19 @@ def read_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def load_points_model(model_dir: str | os.PathLike[str]):
     """The :class:`~zeropath.points.fit.PointsModel` of a model directory, in eval mode, with
     its base MobileSAM from :func:`load_base` (its sha256 must match the recorded one)."""
-    import torch
-
+    from zeropath.errors import WeightsError
     from zeropath.models.mobilesam.adapters import load_adapter_state_dict
     from zeropath.models.nuclei_decoder import NucleiDecoder
+    from zeropath.models.weights import describe_load_error, entry, load_into
+    from zeropath.models.weights import load_state_dict as load_weights
     from zeropath.points.fit import PointsModel
     from zeropath.points.losses import ProjectionHead
 
     d = Path(model_dir)
     meta = read_meta(d)
-    try:
-        state = torch.load(d / WEIGHTS, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"{d / WEIGHTS}: cannot load weights ({exc})") from None
+    path = d / WEIGHTS
+    loaded = load_weights(path)  # hashed as read, weights_only, one-line errors
+    state = loaded.value
     base = meta.get("base") or {}
     sam = load_base(base).eval()
     found = base_id(sam)
@@ -195,18 +195,24 @@ def load_points_model(model_dir: str | os.PathLike[str]):
             f"the model was fitted on {str(base['sha256'])[:12]}"
         )
     try:
-        load_adapter_state_dict(sam, state["adapters"])
+        load_adapter_state_dict(sam, dict(entry(state, "adapters", path)))
         dec_cfg = meta["decoder"]
         decoder = NucleiDecoder(int(dec_cfg["in_chans"]), tuple(dec_cfg["widths"]))
-        decoder.load_state_dict(state["decoder"])
         head = ProjectionHead(**{k: int(v) for k, v in meta["head"].items()})
-        head.load_state_dict(state["head"])
+    except WeightsError:
+        raise
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise ModelError(f"{d}: weights do not match model.json ({str(exc)[:200]})") from None
+        raise ModelError(
+            f"{d}: weights do not match model.json ({describe_load_error(exc, 200)})"
+        ) from None
+    load_into(decoder, entry(state, "decoder", path), path, "decoder")
+    load_into(head, entry(state, "head", path), path, "projection head")
     for p in sam.parameters():
         p.requires_grad_(False)
     model = PointsModel(sam, decoder.eval(), head.eval(), float(meta["work_mpp"]))
     model.provenance = meta.get("provenance", {})
+    model.weights_sha256 = loaded.sha256  # the bytes of weights.pt actually loaded
+    model.base_sha256 = found  # the base weights actually loaded (see base_id)
     return model
 
 
@@ -236,7 +242,16 @@ class PointsSegmenter:
     @property
     def model(self):
         if self._model is None:
-            self._model = load_points_model(self.model_dir)
+            model = load_points_model(self.model_dir)
+            now = model_sha256(self.model_dir)
+            if now != self.sha256:  # every worker must load the model the run records
+                from zeropath.errors import ChecksumError
+
+                raise ChecksumError(
+                    f"{self.model_dir}: the model changed since it was opened (sha256 "
+                    f"{now[:12]}…, expected {self.sha256[:12]}…); refusing to mix two models"
+                )
+            self._model = model
         return self._model
 
     @property

@@ -724,9 +724,11 @@ def _openclip_encoder(
     device: str,
     tokenizer_dir: Path | None,
     revision: str | None = None,
+    sha256: str | None = None,
+    hub_id: str | None = None,
 ) -> ClipEncoder:
-    from zeropath.errors import ModelError
-    from zeropath.models.registry import load_state_dict
+    from zeropath.errors import ChecksumError, ModelError
+    from zeropath.models.weights import load_state_dict
 
     config: dict[str, Any] = {}
     if config_path is not None:
@@ -735,10 +737,12 @@ def _openclip_encoder(
         except (OSError, ValueError) as exc:
             raise EncoderError(f"{config_path}: unreadable ({_oneline(exc)})") from None
     try:
-        state = load_state_dict(weights)
+        loaded = load_state_dict(weights, sha256)  # hashed as read; checked when known
+    except ChecksumError as exc:
+        raise EncoderError(f"{exc}{_hub_fix(hub_id)}") from None
     except ModelError as exc:
         raise EncoderError(str(exc)) from None
-    model = openclip_to_hf_model(state, config)
+    model = openclip_to_hf_model(loaded.value, config)
     pre = config.get("preprocess_cfg", {})
     tokenizer = _clip_bpe_tokenizer(
         name, int(model.config.text_config.max_position_embeddings), tokenizer_dir
@@ -748,7 +752,7 @@ def _openclip_encoder(
         "licence": licence,
         "source": source,
         "revision": revision,
-        "sha256": _sha256(weights),
+        "sha256": loaded.sha256,  # of the bytes actually loaded
         "weights": weights.name,
         "format": "open_clip",
     }
@@ -838,15 +842,67 @@ def load_directory(
 
 
 # ------------------------------------------------------------------------- registered models
+def _row(name: str) -> Any:
+    """The registry row of ``name`` (None for an unregistered factory, e.g. in tests)."""
+    from zeropath.models.encoders.base import _REGISTRY
+
+    return _REGISTRY.get(name)
+
+
+def _hub_fix(hub_id: str | None) -> str:
+    if not hub_id:
+        return ""
+    return (
+        f"; delete it from the Hugging Face cache or run "
+        f"`hf download {hub_id} --force-download` (then retry)"
+    )
+
+
+def _blob_sha256(path: Path) -> str | None:
+    """The SHA-256 a hub-cache file must have: Git LFS blobs are stored under their digest
+    (``.../blobs/<sha256>``, linked from ``snapshots/<commit>/<file>``); None otherwise."""
+    import re
+
+    try:
+        name = path.resolve().name
+    except OSError:
+        return None
+    return name if re.fullmatch(r"[0-9a-f]{64}", name) else None
+
+
+def _hub_weights(hub_id: str, commit: str | None) -> Path | None:
+    """The cached weights file of ``hub_id`` at ``commit`` (transformers layout), if any."""
+    if not commit:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for filename in _HF_WEIGHTS:
+        found = try_to_load_from_cache(hub_id, filename, revision=commit)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
 @dataclass(frozen=True)
 class _HubClip:
-    """A CLIP model on the hub in transformers format."""
+    """A CLIP model on the hub in transformers format.
+
+    The hub revision comes from the encoder's registry row (:attr:`EncoderInfo.revision`),
+    else ``revision``; the commit actually loaded and the SHA-256 of its weights file (checked
+    against the Git LFS digest its hub-cache blob is named by) go into the provenance.
+    """
 
     name: str
     hub_id: str
     revision: str | None
     mpp: float
     licence: str
+
+    def resolved_revision(self) -> str | None:
+        row = _row(self.name)
+        return (row.revision if row is not None else None) or self.revision
 
     def __call__(self, path: str | None, device: str = "cpu") -> Encoder:
         path = path or os.environ.get(env_var(self.name))
@@ -855,21 +911,36 @@ class _HubClip:
         _require_transformers(self.name)
         from transformers import AutoTokenizer, CLIPModel
 
+        from zeropath.errors import ChecksumError
+        from zeropath.models.weights import verify_file
+
         offline = _offline()
+        revision = self.resolved_revision()
         try:
             model = CLIPModel.from_pretrained(
-                self.hub_id, revision=self.revision, local_files_only=offline
+                self.hub_id, revision=revision, local_files_only=offline
             )
             tok = AutoTokenizer.from_pretrained(
-                self.hub_id, revision=self.revision, local_files_only=offline
+                self.hub_id, revision=revision, local_files_only=offline
             )
         except (OSError, ValueError) as exc:
             raise _unavailable(self.name, self.hub_id, exc) from None
+        commit = getattr(model.config, "_commit_hash", None)
+        weights = _hub_weights(self.hub_id, commit)
+        sha256 = None
+        if weights is not None:
+            try:
+                sha256 = verify_file(weights, _blob_sha256(weights))
+            except ChecksumError as exc:
+                raise EncoderError(f"{exc}{_hub_fix(self.hub_id)}") from None
         provenance = {
             "name": self.name,
             "licence": self.licence,
             "source": f"hf:{self.hub_id}",
-            "revision": getattr(model.config, "_commit_hash", None) or self.revision,
+            "revision": commit or revision,
+            "requested_revision": revision,
+            "sha256": sha256,
+            "weights": None if weights is None else weights.name,
         }
         return ClipEncoder(
             model,
@@ -883,13 +954,22 @@ class _HubClip:
 
 @dataclass(frozen=True)
 class _HubOpenClip:
-    """A CLIP model on the hub in open_clip format (converted on load)."""
+    """A CLIP model on the hub in open_clip format (converted on load).
+
+    Revision as for :class:`_HubClip`; the weights are hashed as they are loaded and checked
+    against the registry row's ``sha256`` when it pins one, else against the Git LFS digest
+    of the hub-cache blob.
+    """
 
     name: str
     hub_id: str
     revision: str | None
     mpp: float
     licence: str
+
+    def resolved_revision(self) -> str | None:
+        row = _row(self.name)
+        return (row.revision if row is not None else None) or self.revision
 
     def __call__(self, path: str | None, device: str = "cpu") -> Encoder:
         path = path or os.environ.get(env_var(self.name))
@@ -899,21 +979,24 @@ class _HubOpenClip:
         from huggingface_hub import hf_hub_download
 
         offline = _offline()
+        revision = self.resolved_revision()
         try:
             config = hf_hub_download(
                 self.hub_id,
                 "open_clip_config.json",
-                revision=self.revision,
+                revision=revision,
                 local_files_only=offline,
             )
             weights = hf_hub_download(
                 self.hub_id,
                 _OPENCLIP_WEIGHTS[1],
-                revision=self.revision,
+                revision=revision,
                 local_files_only=offline,
             )
         except (OSError, ValueError) as exc:
             raise _unavailable(self.name, self.hub_id, exc) from None
+        row = _row(self.name)
+        pinned = row.sha256 if row is not None else None
         return _openclip_encoder(
             Path(config),
             Path(weights),
@@ -923,7 +1006,9 @@ class _HubOpenClip:
             source=f"hf:{self.hub_id}",
             device=device,
             tokenizer_dir=None,
-            revision=_snapshot_revision(Path(weights)) or self.revision,
+            revision=_snapshot_revision(Path(weights)) or revision,
+            sha256=pinned or _blob_sha256(Path(weights)),
+            hub_id=self.hub_id,
         )
 
 
@@ -934,6 +1019,11 @@ def _snapshot_revision(path: Path) -> str | None:
         return parts[-2]
     return None
 
+
+#: Hub commits the encoders are pinned to. None means "the hub's main branch", resolved at
+#: download time: the commit actually loaded is recorded in the provenance (``revision``).
+#: Set a 40-hex commit here (or a plugin's registry row) once it has been checked.
+_REVISIONS: dict[str, str | None] = {"openai-clip": None, "plip": None, "quiltnet": None}
 
 _MPP_NOTE = (
     "0.5 µm/px (20x) is the customary tile resolution for this model in pathology work, "
@@ -950,8 +1040,9 @@ register_encoder(
     mpp=0.5,
     input_size=224,
     description="OpenAI CLIP ViT-B/16 (natural images; a baseline for the pathology models)",
+    revision=_REVISIONS["openai-clip"],
     meta={"arch": "ViT-B/16", "mpp_note": _MPP_NOTE},
-)(_HubClip("openai-clip", "openai/clip-vit-base-patch16", None, 0.5, "MIT"))
+)(_HubClip("openai-clip", "openai/clip-vit-base-patch16", _REVISIONS["openai-clip"], 0.5, "MIT"))
 
 _PLIP_LICENCE = "unspecified (see model card)"
 _PLIP_NOTE = (
@@ -969,8 +1060,9 @@ register_encoder(
     mpp=0.5,
     input_size=224,
     description="PLIP: CLIP ViT-B/32 fine-tuned on OpenPath (pathology tweets)",
+    revision=_REVISIONS["plip"],
     meta={"arch": "ViT-B/32", "mpp_note": _MPP_NOTE, "licence_note": _PLIP_NOTE},
-)(_HubClip("plip", "vinid/plip", None, 0.5, _PLIP_LICENCE))
+)(_HubClip("plip", "vinid/plip", _REVISIONS["plip"], 0.5, _PLIP_LICENCE))
 
 register_encoder(
     "quiltnet",
@@ -982,8 +1074,9 @@ register_encoder(
     mpp=0.5,
     input_size=224,
     description="QuiltNet: open_clip ViT-B/32 trained on Quilt-1M (converted to transformers)",
+    revision=_REVISIONS["quiltnet"],
     meta={"arch": "ViT-B/32 (open_clip, GELU)", "format": "open_clip", "mpp_note": _MPP_NOTE},
-)(_HubOpenClip("quiltnet", "wisdomik/QuiltNet-B-32", None, 0.5, "MIT"))
+)(_HubOpenClip("quiltnet", "wisdomik/QuiltNet-B-32", _REVISIONS["quiltnet"], 0.5, "MIT"))
 
 
 # ----------------------------------------------------------------------------------- CONCH

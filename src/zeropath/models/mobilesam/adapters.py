@@ -194,13 +194,12 @@ def save_adapters(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 def load_adapters(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load adapters saved by :func:`save_adapters` into ``model`` (a base MobileSAM)."""
-    from zeropath.errors import ModelError
+    from zeropath.errors import WeightsError
+    from zeropath.models.weights import describe_load_error
+    from zeropath.models.weights import load_state_dict as load_weights
 
+    state = load_weights(path).value  # hashed, weights_only, errors on one line
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file is a model error
-        raise ModelError(f"{path}: cannot read adapters ({exc})") from None
-    try:
-        load_adapter_state_dict(model, state)
-    except (ValueError, RuntimeError, AttributeError) as exc:
-        raise ModelError(f"{path}: {str(exc)[:300]}") from None
+        load_adapter_state_dict(model, dict(state))
+    except (ValueError, RuntimeError, AttributeError, KeyError) as exc:
+        raise WeightsError(f"{path}: {describe_load_error(exc)}") from None

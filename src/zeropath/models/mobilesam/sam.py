@@ -193,25 +193,19 @@ def load_mobilesam(path: str | os.PathLike[str] | None = None) -> MobileSAM:
     """The official MobileSAM with its checkpoint loaded strictly, in eval mode on the CPU.
 
     Without ``path`` the weights come from the model registry (``fetch("mobilesam")``, which
-    downloads into the cache when needed). Raises :class:`~zeropath.errors.ModelError` when the
-    file is not a MobileSAM state dict.
+    downloads into the cache when needed). The file is hashed as it is read: a cached copy whose
+    SHA-256 differs from the registry's is refused, and ``weights_id`` is the digest of the bytes
+    loaded. Raises :class:`~zeropath.errors.ModelError` (one line) when the file is damaged or
+    not a MobileSAM state dict.
     """
-    from zeropath.errors import ModelError
-    from zeropath.models import fetch, get_spec, load_state_dict, sha256_file
+    from zeropath.models import registry, weights
 
     if path is None:
-        path = fetch("mobilesam")
-        weights_id = get_spec("mobilesam").sha256
+        loaded = registry.load("mobilesam")  # hashed as read, refused unless the registry's
     else:
-        weights_id = sha256_file(path)
-    state = load_state_dict(path)
+        loaded = weights.load_state_dict(path)
     model = MobileSAM()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise ModelError(
-            f"{path}: not a MobileSAM (vit_t) checkpoint ({' '.join(first[:3])[:300]})"
-        ) from None
+    weights.load_into(model, loaded.value, loaded.path, "MobileSAM (vit_t)")
+    weights_id = loaded.sha256  # the SHA-256 of the bytes actually loaded
     model.weights_id = weights_id
     return model.eval()
