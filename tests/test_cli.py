@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -23,8 +24,16 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+#: Per-input progress lines (INTERFACE: progress output may precede the error line).
+_PROGRESS = re.compile(r"^((done|skipped) \d+/\d+ |\[\s*\d+ s\] )")
+
+
 def _error_lines(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
+    return [
+        ln
+        for ln in stderr.splitlines()
+        if ln.strip() and not ln.startswith("warning:") and not _PROGRESS.match(ln)
+    ]
 
 
 def test_help_is_cheap_and_does_not_import_torch():

@@ -96,6 +96,13 @@ def test_cli_runs_on_a_scheduler(tmp_path, inputs, scheduler):
     assert record["parameters"]["scheduler"] == scheduler
     assert [r["stem"] for r in record["inputs"]] == ["img0", "img1"]
     assert record["failures"] == []
+    # one stderr line per input as it finishes (in whatever order the cluster finishes them)
+    done = [ln.split()[2].rstrip(":") for ln in result.stderr.splitlines() if ln.startswith("done")]
+    assert sorted(done) == ["img0", "img1"]
+    rerun = CliRunner().invoke(
+        cli, ["nuclei", "segment", *good, "--out", str(out), "--scheduler", scheduler]
+    )
+    assert rerun.exit_code == 0 and rerun.stderr.count("skipped ") == 2, rerun.stderr
 
 
 def test_unreachable_scheduler_is_one_error_line(tmp_path, inputs):

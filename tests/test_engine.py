@@ -104,7 +104,13 @@ def test_batch_carries_on_after_a_bad_input(tmp_path):
     assert [r.stem for r in report.results] == ["good"]
     assert len(report.failures) == 1 and "bad.png" in report.failures[0].message
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["good.csv", "good.geojson", "good.labels.tif", "good.overlay.png"]
+    assert names == [
+        "good.csv",
+        "good.geojson",
+        "good.labels.tif",
+        "good.overlay.png",
+        "good.run.json",
+    ]
 
 
 def test_workers_give_the_same_result(tmp_path):

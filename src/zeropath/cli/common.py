@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,9 +39,10 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ZeropathError as exc:
             fail(str(exc))
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            code = int(getattr(exc, "exit_code", 130))  # 143: SIGTERM (run.batch.Terminated)
+            click.echo("terminated" if code == 143 else "interrupted", err=True)
+            sys.exit(code)
 
     return wrapper  # type: ignore[return-value]
 
@@ -61,6 +64,41 @@ def out_option(func: F) -> F:
         type=click.Path(file_okay=False, writable=True),
         help="Output directory (created if missing).",
     )(func)
+
+
+def overwrite_option(func: F) -> F:
+    return click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Recompute inputs whose outputs are already complete (default: skip them).",
+    )(func)
+
+
+def expand_inputs(paths: Any) -> tuple[list[Path], list[Any]]:
+    """Expand INPUT arguments (files, directories) into files, without stopping at a bad one.
+
+    Returns ``(files, failures)``: a missing path or a directory without inputs becomes a
+    :class:`zeropath.run.batch.Failure` (reported as one ``error:`` line) and the others go on.
+    """
+    from zeropath.errors import InputError
+    from zeropath.io.reader import list_inputs
+    from zeropath.run.batch import Failure
+
+    files: list[Path] = []
+    failures: list[Any] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        try:
+            found = list_inputs([raw])
+        except InputError as exc:
+            failures.append(Failure(str(raw), str(exc)))
+            continue
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
+    return files, failures
 
 
 def workers_option(func: F) -> F:
@@ -106,13 +144,23 @@ def scheduler_option(func: F) -> F:
 
 
 class Progress:
-    """A progress callback rendered with rich; silent when stderr is not a terminal."""
+    """A progress callback rendered with rich on a terminal.
 
-    def __init__(self, description: str, enabled: bool | None = None) -> None:
+    Off a terminal (logs, background jobs, notebooks' captured stderr) a bar is noise, but
+    silence for many minutes is worse: with ``stage_lines`` each new stage (a change of the
+    callback's message) prints one line ``[elapsed] description: message`` to stderr.
+    """
+
+    def __init__(
+        self, description: str, enabled: bool | None = None, stage_lines: bool = False
+    ) -> None:
         self.description = description
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.stage_lines = stage_lines and not self.enabled
         self._progress: Any = None
         self._task: Any = None
+        self._stage: str | None = None
+        self._t0 = time.monotonic()
 
     def __enter__(self) -> Progress:
         if self.enabled:
@@ -124,6 +172,10 @@ class Progress:
         return self
 
     def __call__(self, done: int, total: int | None, message: str = "") -> None:
+        if self.stage_lines and message != self._stage:
+            self._stage = message
+            elapsed = time.monotonic() - self._t0
+            click.echo(f"[{elapsed:6.0f} s] {self.description}: {message}", err=True)
         if self._progress is not None:
             desc = f"{self.description} {message}".strip()
             self._progress.update(self._task, completed=done, total=total, description=desc)
@@ -131,6 +183,34 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+
+class BatchLog:
+    """``on_done`` of a batch: one stderr line per finished input, flushed at once.
+
+    ``done K/N STEM: … nuclei in … s``, ``skipped K/N STEM: outputs complete …``, or, for a
+    failed input, its one ``error:`` line (printed now, not again at the end).
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.count = 0
+
+    def __call__(self, r: Any) -> None:
+        from zeropath.run.batch import Failure
+
+        self.count += 1
+        n = f"{self.count}/{self.total}"
+        if isinstance(r, Failure):
+            line = f"error: {r.message}"
+        elif getattr(r, "skipped", False):
+            line = f"skipped {n} {r.stem}: outputs complete (--overwrite recomputes)"
+        else:
+            took = r.timings.get("total_s", 0)
+            line = f"done {n} {r.stem}: {r.n_objects} nuclei in {took:.1f} s"
+        click.echo(line, err=True)
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
 
 
 def run_segmentation(
@@ -142,17 +222,42 @@ def run_segmentation(
     tile_um: float,
     workers: int,
     scheduler: str | None,
+    overwrite: bool = False,
+    input_failures: list | None = None,
 ) -> None:
     """The body shared by ``nuclei segment`` and ``points segment``.
 
-    Runs the batch with a progress bar, warns once about inputs whose µm/px was assumed,
-    writes ``run.json`` (``parameters`` plus ``tile_um``), prints one line per input and one
-    ``error:`` line per failure, and exits with code 2 when any input failed.
+    Runs the batch with a progress bar and one stderr line per finished input, skipping
+    inputs whose outputs are complete and current unless ``overwrite``; warns once about
+    inputs whose µm/px was assumed; writes ``run.json`` (``parameters`` plus ``tile_um``, an
+    index of every input's record in ``out_dir``), prints one line per input and one
+    ``error:`` line per failure (``input_failures``: INPUT arguments that were missing, reported
+    first), and exits with code 2 when any input failed.
     """
     from zeropath.io.writers import write_run_json
-    from zeropath.run.batch import run_record, segment_many
+    from zeropath.run.batch import prepare_out_dir, run_record, segment_many
     from zeropath.run.segment import SegmentOptions
 
+    failures_before = list(input_failures or [])
+    if files:
+        prepare_out_dir(out_dir)
+    for f in failures_before:  # missing INPUTs: reported now, the others go on
+        click.echo(f"error: {f.message}", err=True)
+    if not files:
+        raise SystemExit(2)
+    params = {
+        **parameters,
+        "inputs": [str(p) for p in files],
+        "mpp_override": mpp,
+        "workers": workers,
+        "scheduler": scheduler,
+        "tile_um": tile_um,
+        "overwrite": overwrite,
+    }
+    per_input = {
+        "command": parameters.get("command"),
+        "parameters": {k: v for k, v in params.items() if k != "inputs"},
+    }
     with Progress("segmenting") as progress:
         report = segment_many(
             files,
@@ -163,8 +268,12 @@ def run_segmentation(
             workers=workers,
             scheduler=scheduler,
             progress=progress,
+            on_done=BatchLog(len(files)),
+            skip_complete=not overwrite,
+            provenance=per_input,
         )
-    defaulted = [r.stem for r in report.results if r.mpp_origin == "default"]
+    report.failures[:0] = failures_before
+    defaulted = [r.stem for r in report.results if r.mpp_origin == "default" and not r.skipped]
     if defaulted:
         from zeropath.io.reader import DEFAULT_MPP
 
@@ -173,22 +282,11 @@ def run_segmentation(
             f"no µm/px in {', '.join(defaulted[:3])}{more}: assumed {DEFAULT_MPP} µm/px (40x); "
             "pass --mpp to override (recorded in run.json)"
         )
-    params = {
-        **parameters,
-        "inputs": [str(p) for p in files],
-        "mpp_override": mpp,
-        "workers": workers,
-        "scheduler": scheduler,
-        "tile_um": tile_um,
-    }
-    write_run_json(out_dir / "run.json", run_record(report, segmenter, params))
+    write_run_json(out_dir / "run.json", run_record(report, segmenter, params, out_dir))
     for r in report.results:
-        click.echo(
-            f"{r.stem}: {r.n_objects} nuclei, {r.width}×{r.height} px at {r.mpp:g} µm/px "
-            f"({r.timings.get('total_s', 0):.1f} s)"
-        )
-    for f in report.failures:
-        click.echo(f"error: {f.message}", err=True)
-    if report.failures:
+        when = "skipped: outputs complete" if r.skipped else f"{r.timings.get('total_s', 0):.1f} s"
+        size = f"{r.width}×{r.height} px at {r.mpp:g} µm/px"
+        click.echo(f"{r.stem}: {r.n_objects} nuclei, {size} ({when})")
+    if report.failures:  # each already reported by its error line
         raise SystemExit(2)
     click.echo(f"outputs in {out_dir}")

@@ -8,10 +8,12 @@ import click
 
 from zeropath.cli.common import (
     Progress,
+    expand_inputs,
     handle_errors,
     model_out_option,
     mpp_option,
     out_option,
+    overwrite_option,
     run_segmentation,
     scheduler_option,
     threads_option,
@@ -89,6 +91,7 @@ def nuclei() -> None:
     show_default=True,
     help="Tile core size in µm.",
 )
+@overwrite_option
 @handle_errors
 def segment(
     inputs: tuple[Path, ...],
@@ -100,22 +103,25 @@ def segment(
     scheduler: str | None,
     sample: bool,
     tile_um: float,
+    overwrite: bool,
 ) -> None:
     """Segment nuclei in images, slides or directories of them.
 
-    Writes STEM.labels.tif, STEM.geojson, STEM.csv, STEM.overlay.png per input and run.json
-    into --out.
+    Writes STEM.labels.tif, STEM.geojson, STEM.csv, STEM.overlay.png and the provenance
+    record STEM.run.json per input, and run.json (all inputs' records) into --out. Inputs
+    whose outputs are complete and made with the same model and options are skipped
+    (--overwrite recomputes them). A missing INPUT is reported and the others go on.
     """
-    from zeropath.io.reader import bundled_sample, list_inputs
+    from zeropath.io.reader import bundled_sample
 
     paths = list(inputs)
     if sample:
         paths.append(bundled_sample())
     if not paths:
         raise click.UsageError("give at least one INPUT (or --sample)")
-    files = list_inputs(paths)
-    segmenter = load_segmenter(model)
+    files, missing = expand_inputs(paths)
     out_dir = Path(out)
+    segmenter = load_segmenter(model) if files else None
     run_segmentation(
         files,
         out_dir,
@@ -125,6 +131,8 @@ def segment(
         tile_um=tile_um,
         workers=workers,
         scheduler=scheduler,
+        overwrite=overwrite,
+        input_failures=missing,
     )
 
 
@@ -137,14 +145,36 @@ def segment(
     type=click.IntRange(min=1),
     default=3,
     show_default=True,
-    help="Precision-learning rounds of the detector.",
+    help="Precision-learning rounds of the detector (each: train, then keep confident peaks).",
+)
+@click.option(
+    "--refine-epochs",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=6.0,
+    show_default=True,
+    help="Detector training per precision-learning round, in passes over the images' area "
+    "in random crops (the first round trains longer).",
 )
 @click.option(
     "--iterations",
     type=click.IntRange(min=10),
     default=600,
     show_default=True,
-    help="Training iterations of the segmentation network.",
+    help="Optimiser steps (one batch of crops each) of the segmentation network.",
+)
+@click.option(
+    "--self-train-rounds",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Self-training rounds of the segmentation network on its own confident output.",
+)
+@click.option(
+    "--self-train-iterations",
+    type=click.IntRange(min=1),
+    default=150,
+    show_default=True,
+    help="Optimiser steps of each self-training round.",
 )
 @threads_option
 @click.option(
@@ -172,7 +202,10 @@ def fit(
     seed: int,
     mpp: float | None,
     rounds: int,
+    refine_epochs: float,
     iterations: int,
+    self_train_rounds: int,
+    self_train_iterations: int,
     threads: int | None,
     detector: str,
     detector_model: str | None,
@@ -188,13 +221,16 @@ def fit(
     options = FitOptions(
         seed=seed,
         refine_rounds=rounds,
+        refine_epochs=refine_epochs,
         segnet_iterations=iterations,
+        self_train_rounds=self_train_rounds,
+        self_train_iterations=self_train_iterations,
         threads=threads,
         detector=detector,
         detector_model=detector_model,
         prompts=tuple(prompts),
     )
-    with Progress("fitting") as progress:
+    with Progress("fitting", stage_lines=True) as progress:
         model = fit_zanet(list(inputs), out, mpp=mpp, options=options, progress=progress)
     prov = model.provenance
     click.echo(

@@ -8,10 +8,12 @@ import click
 
 from zeropath.cli.common import (
     Progress,
+    expand_inputs,
     handle_errors,
     model_out_option,
     mpp_option,
     out_option,
+    overwrite_option,
     run_segmentation,
     scheduler_option,
     threads_option,
@@ -39,7 +41,23 @@ def points() -> None:
     type=click.IntRange(min=1),
     default=200,
     show_default=True,
-    help="Training steps (one SAM-sized crop each).",
+    help="Joint self-refining steps (adapters + decoder; one SAM-sized crop each).",
+)
+@click.option(
+    "--decoder-warmup-steps",
+    type=click.IntRange(min=0),
+    default=400,
+    show_default=True,
+    help="Steps (one crop each) that train the prompt-free decoder alone on frozen-SAM "
+    "embeddings before the joint steps.",
+)
+@click.option(
+    "--decoder-polish-steps",
+    type=click.IntRange(min=0),
+    default=400,
+    show_default=True,
+    help="Steps (one crop each) that train the decoder alone on the adapted embeddings "
+    "after the joint steps.",
 )
 @threads_option
 @mpp_option
@@ -64,6 +82,8 @@ def fit(
     out: Path,
     seed: int,
     steps: int,
+    decoder_warmup_steps: int,
+    decoder_polish_steps: int,
     threads: int | None,
     mpp: float | None,
     work_mpp: float | None,
@@ -77,12 +97,19 @@ def fit(
     from zeropath.points.model import model_sha256
     from zeropath.points.train import DEFAULT_WORK_MPP, fit_points_files
 
-    options = FitOptions(steps=steps, seed=seed, recentre_um=recentre_um)
+    options = FitOptions(
+        steps=steps,
+        decoder_warmup_steps=decoder_warmup_steps,
+        decoder_polish_steps=decoder_polish_steps,
+        seed=seed,
+        recentre_um=recentre_um,
+    )
     command = (
-        f"points fit ({len(inputs)} inputs, --steps {steps}, --seed {seed}, "
+        f"points fit ({len(inputs)} inputs, --steps {steps}, --decoder-warmup-steps "
+        f"{decoder_warmup_steps}, --decoder-polish-steps {decoder_polish_steps}, --seed {seed}, "
         f"--recentre-um {recentre_um:g})"
     )
-    with Progress("fitting") as progress:
+    with Progress("fitting", stage_lines=True) as progress:
         model = fit_points_files(
             list(inputs),
             points_dir,
@@ -117,6 +144,7 @@ def fit(
 @workers_option
 @scheduler_option
 @threads_option
+@overwrite_option
 @handle_errors
 def segment(
     inputs: tuple[Path, ...],
@@ -126,24 +154,26 @@ def segment(
     workers: int,
     scheduler: str | None,
     threads: int | None,
+    overwrite: bool,
 ) -> None:
     """Segment nuclei with a points model (no prompts needed).
 
-    Writes STEM.labels.tif, STEM.geojson, STEM.csv, STEM.overlay.png per input and run.json
-    into --out.
+    Writes STEM.labels.tif, STEM.geojson, STEM.csv, STEM.overlay.png and STEM.run.json per
+    input and run.json into --out; complete, current outputs are skipped (--overwrite).
     """
-    from zeropath.io.reader import list_inputs
     from zeropath.points.model import PointsSegmenter
 
+    files, missing = expand_inputs(list(inputs))
+    out_dir = Path(out)
+    if not files:
+        run_segmentation([], out_dir, None, {}, mpp, 0.0, workers, scheduler, False, missing)
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    files = list_inputs(list(inputs))
     path = model.parent if model.name == "model.json" else model
     segmenter = PointsSegmenter(path)
     tile_um = segmenter.tile_um()
-    out_dir = Path(out)
     run_segmentation(
         files,
         out_dir,
@@ -153,4 +183,6 @@ def segment(
         tile_um=tile_um,
         workers=workers,
         scheduler=scheduler,
+        overwrite=overwrite,
+        input_failures=missing,
     )

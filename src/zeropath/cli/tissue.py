@@ -8,6 +8,8 @@ import click
 
 from zeropath.cli.common import (
     Progress,
+    expand_inputs,
+    fail,
     handle_errors,
     mpp_option,
     out_option,
@@ -139,7 +141,6 @@ def segment(
     """
     import time
 
-    from zeropath.io.reader import list_inputs
     from zeropath.io.writers import write_run_json
     from zeropath.models.encoders.base import get_encoder
     from zeropath.run.batch import run_many
@@ -148,7 +149,11 @@ def segment(
     from zeropath.tissue.prompts import class_embeddings, load_prompts
     from zeropath.tissue.zeus import EncoderRef, TissueOptions, TissueTask, run_record
 
-    files = list_inputs(list(slides))
+    files, missing = expand_inputs(list(slides))
+    if not files:  # nothing to run: one error line per missing INPUT
+        for f in missing[:-1]:
+            click.echo(f"error: {f.message}", err=True)
+        fail(missing[-1].message)
     prompts = load_prompts(prompts_arg)
     if threads:
         import torch
@@ -179,6 +184,7 @@ def segment(
         report = run_many(
             files, out_dir, task, workers=workers, scheduler=scheduler, progress=progress
         )
+    report.failures[:0] = missing  # missing INPUTs: reported with the others, exit 2
     defaulted = [r.stem for r in report.results if r.mpp_origin == "default"]
     if defaulted:
         from zeropath.io.reader import DEFAULT_MPP

@@ -5,18 +5,24 @@ The engine is pipeline-agnostic: anything with ``segment(rgb, mpp) -> labels`` (
 wider than a nucleus; an object is kept only by the tile whose core holds its centroid, so no
 nucleus is duplicated or cut at a tile border. Labels are painted into a level-0 canvas (RAM
 for images, a disk-backed memmap for slides), measurements and outlines stream into the
-GeoJSON/CSV writers, and every output is staged in a hidden folder and moved into place only
-when the whole input has succeeded.
+GeoJSON/CSV writers, and every output is staged in a hidden folder (:mod:`zeropath.run.staging`)
+and moved into place only when the whole input has succeeded, all or nothing.
+
+Each input's provenance is written with its outputs as ``STEM.run.json``: the result, model,
+options, a fingerprint of what determines the outputs, the output sizes, a UTC timestamp and
+the software versions. A rerun with ``skip_complete`` finds it and skips the input when the
+outputs are complete and the fingerprint matches (:func:`completed_result`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,11 +33,17 @@ from scipy import ndimage as ndi
 from zeropath.errors import InputError
 from zeropath.io.memory import release_rows
 from zeropath.io.tiler import Tile, plan_tiles, read_box, resize_labels, resize_rgb
+from zeropath.run.staging import make_staging, publish
 
 ProgressFn = Callable[[int, int | None, str], None]
 
 #: Canvases larger than this many pixels live in a memmap on disk instead of in RAM.
 MEMMAP_THRESHOLD_PX = 64 * 1024 * 1024
+
+#: Files written per input (flat in the output folder); the provenance record goes last.
+OUTPUT_SUFFIXES = (".labels.tif", ".geojson", ".csv", ".overlay.png", ".run.json")
+#: The per-input provenance record (``STEM.run.json``).
+RECORD_SUFFIX = ".run.json"
 
 
 class InstanceSegmenter(Protocol):
@@ -79,9 +91,99 @@ class SegmentResult:
     outputs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     model_parameters: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def software_versions() -> dict[str, str | None]:
+    """Versions of zeropath, numpy, torch and Python (torch's without importing it)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from zeropath import __version__
+
+    try:
+        torch_version: str | None = version("torch")
+    except PackageNotFoundError:
+        torch_version = None
+    return {
+        "zeropath": __version__,
+        "numpy": np.__version__,
+        "torch": torch_version,
+        "python": platform.python_version(),
+    }
+
+
+def utc_timestamp() -> str:
+    """Now, UTC, ISO 8601 to the second (``2024-05-01T12:00:00Z``)."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fingerprint(
+    path: str | os.PathLike[str],
+    segmenter: InstanceSegmenter,
+    options: SegmentOptions,
+    mpp: float | None,
+) -> str:
+    """Identity of an input's outputs: the input file, the model, the options and ``--mpp``."""
+    p = Path(path)
+    st = p.stat()
+    desc = segmenter.describe()
+    fields = {
+        "input": [p.name, st.st_size, st.st_mtime_ns],
+        "model": [desc.get("name"), desc.get("sha256"), desc.get("params", {})],
+        "halo_um": getattr(segmenter, "halo_um", None),
+        "target_mpp": getattr(segmenter, "target_mpp", None),
+        "options": options.__dict__,
+        "mpp": mpp,
+    }
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def output_names(stem: str) -> list[str]:
+    """The file names one input publishes, the provenance record last."""
+    return [f"{stem}{s}" for s in OUTPUT_SUFFIXES]
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A per-input provenance record (``STEM.run.json``), or None if unreadable or not one."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("stem"), str):
+        return None
+    return record
+
+
+def completed_result(out_dir: Path, stem: str, fp: str) -> SegmentResult | None:
+    """The recorded result when ``out_dir`` holds this input's complete, current outputs.
+
+    Complete: every output file exists with the size recorded in ``STEM.run.json``; current:
+    the record's fingerprint is ``fp``.
+    """
+    record = read_record(out_dir / f"{stem}{RECORD_SUFFIX}")
+    if record is None or record.get("fingerprint") != fp:
+        return None
+    sizes = record.get("output_sizes")
+    if not isinstance(sizes, dict):
+        return None
+    for name in output_names(stem)[:-1]:
+        f = out_dir / name
+        if not f.is_file() or f.stat().st_size != sizes.get(name):
+            return None
+    known = {k: record[k] for k in SegmentResult.__dataclass_fields__ if k in record}
+    try:
+        result = SegmentResult(**known)
+    except TypeError:
+        return None
+    result.skipped = True
+    return result
 
 
 def owned_objects(labels: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
@@ -151,11 +253,18 @@ def segment_input(
     mpp: float | None = None,
     options: SegmentOptions | None = None,
     progress: ProgressFn | None = None,
+    skip_complete: bool = False,
+    provenance: Mapping[str, Any] | None = None,
 ) -> SegmentResult:
     """Segment one image or slide and write its outputs into ``out_dir``.
 
-    Writes ``STEM.labels.tif``, ``STEM.geojson``, ``STEM.csv`` and ``STEM.overlay.png``. All
-    of them appear together or not at all. Raises :class:`InputError` for unusable inputs.
+    Writes ``STEM.labels.tif``, ``STEM.geojson``, ``STEM.csv``, ``STEM.overlay.png`` and the
+    provenance record ``STEM.run.json`` (``provenance`` adds fields to it, e.g. the command
+    and its parameters). All of them appear together or not at all; outputs of an earlier
+    run are replaced only when the new ones are all in place. With ``skip_complete``, an
+    input whose outputs are complete and were made from the same file, model, options and
+    ``mpp`` is not recomputed: its recorded result is returned with ``skipped=True``.
+    Raises :class:`InputError` for unusable inputs.
     """
     from zeropath.io.measure import label_polygons, measure_objects
     from zeropath.io.reader import open_image
@@ -169,8 +278,13 @@ def segment_input(
     with open_image(path, mpp=mpp) as src:
         width, height = src.dimensions
         stem = src.stem
-        staging = out / f".{stem}.partial-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
+        fp = fingerprint(path, segmenter, opts, mpp)
+        if skip_complete:
+            done = completed_result(out, stem, fp)
+            if done is not None:
+                return done
+        desc = segmenter.describe()
+        staging = make_staging(out, stem)
         scratch = Path(tempfile.mkdtemp(prefix="zeropath-", dir=staging))
         try:
             core_px = max(64, int(round(opts.tile_um / src.mpp)))
@@ -251,11 +365,9 @@ def segment_input(
             timings["write_s"] = time.perf_counter() - tw
             del canvas
             shutil.rmtree(scratch, ignore_errors=True)
-            produced = sorted(p for p in staging.iterdir() if p.is_file())
-            for p in produced:
-                os.replace(p, out / p.name)
+            names = output_names(stem)
             timings["total_s"] = time.perf_counter() - t0
-            return SegmentResult(
+            result = SegmentResult(
                 input=str(path),
                 stem=stem,
                 sha256=src.checksum,
@@ -267,20 +379,59 @@ def segment_input(
                 n_objects=next_id - 1,
                 n_tiles=len(plan),
                 n_tiles_total=len(full),
-                outputs=[str(out / p.name) for p in produced],
+                outputs=[str(out / n) for n in names],
                 timings={k: round(v, 4) for k, v in timings.items()},
                 model_parameters=dict(segmenter.describe().get("params", {})),
             )
+            sizes = {n: (staging / n).stat().st_size for n in names[:-1]}
+            record = input_record(result, desc, fp, sizes, provenance)
+            from zeropath.io.writers import write_run_json
+
+            write_run_json(staging / names[-1], record)
+            publish(staging, out, names)
+            return result
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def input_record(
+    result: SegmentResult,
+    model: Mapping[str, Any],
+    fp: str,
+    sizes: Mapping[str, int],
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The per-input provenance record (``STEM.run.json``): the result, when, with what."""
+    versions = software_versions()
+    record: dict[str, Any] = {
+        **result.to_dict(),
+        "timestamp": utc_timestamp(),
+        "version": versions["zeropath"],
+        "versions": versions,
+        "model": {"name": model.get("name"), "sha256": model.get("sha256")},
+        "fingerprint": fp,
+        "output_sizes": dict(sizes),
+    }
+    record.pop("skipped", None)
+    for k, v in (provenance or {}).items():
+        record.setdefault(k, v)
+    return record
+
+
 __all__ = [
+    "OUTPUT_SUFFIXES",
     "InputError",
     "InstanceSegmenter",
     "SegmentOptions",
     "SegmentResult",
+    "completed_result",
+    "fingerprint",
+    "input_record",
+    "output_names",
     "owned_objects",
     "paint_owned",
+    "read_record",
     "segment_input",
+    "software_versions",
+    "utc_timestamp",
 ]

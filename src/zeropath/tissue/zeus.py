@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,15 +218,11 @@ def completed_result(out_dir: Path, stem: str, fingerprint: str) -> TissueResult
 
 
 def _move_into_place(staging: Path, out: Path, names: list[str]) -> list[str]:
-    """Move staged outputs into ``out`` (replacing old ones); the score store goes last."""
-    moved = []
-    for name in names:
-        dest = out / name
-        if dest.is_dir() and not dest.is_symlink():
-            shutil.rmtree(dest)
-        os.replace(staging / name, dest)
-        moved.append(str(dest))
-    return moved
+    """Move staged outputs into ``out`` (replacing old ones) all or nothing; the score store
+    goes last (see :func:`zeropath.run.staging.publish`)."""
+    from zeropath.run.staging import publish
+
+    return [str(p) for p in publish(staging, out, names)]
 
 
 def segment_slide(
@@ -330,8 +325,9 @@ def segment_slide(
         t2 = time.perf_counter()
         table = prompts.table()
         ds = output_downsample(src.mpp, opts.out_mpp)
-        staging = out / f".{stem}.tissue-partial-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
+        from zeropath.run.staging import make_staging
+
+        staging = make_staging(out, stem, "tissue-partial")
         try:
             names = [f"{stem}{s}" for s in OUTPUT_SUFFIXES]
             write_class_tif(
