@@ -26,7 +26,8 @@ classes:
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
+    progress = ("warning:", "done ", "skipped ")
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith(progress)]
 
 
 def invoke(*args):
@@ -171,6 +172,11 @@ def test_a_bad_slide_fails_alone(tmp_path, setup):
     assert r.exit_code == 2
     (line,) = error_lines(r.stderr)
     assert "broken.svs" in line
+    # off a terminal each input still reports as it finishes, not only at the end
+    done = [ln for ln in r.stderr.splitlines() if ln.startswith("done ")]
+    assert len(done) == 1 and done[0].startswith("done ") and " stripes: " in done[0]
+    assert "regions, tissue 100%" in done[0]
+    assert r.stderr.count("broken.svs") == 1  # printed once, not again at the end
     assert (out / "stripes.tissue.tif").exists() and not list(out.glob("broken*"))
     assert json.loads((out / "run.json").read_text())["failures"][0]["input"] == str(bad)
 

@@ -192,9 +192,10 @@ class BatchLog:
     failed input, its one ``error:`` line (printed now, not again at the end).
     """
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, summary: Callable[[Any], str] | None = None) -> None:
         self.total = total
         self.count = 0
+        self.summary = summary or (lambda r: f"{r.n_objects} nuclei")
 
     def __call__(self, r: Any) -> None:
         from zeropath.run.batch import Failure
@@ -207,7 +208,7 @@ class BatchLog:
             line = f"skipped {n} {r.stem}: outputs complete (--overwrite recomputes)"
         else:
             took = r.timings.get("total_s", 0)
-            line = f"done {n} {r.stem}: {r.n_objects} nuclei in {took:.1f} s"
+            line = f"done {n} {r.stem}: {self.summary(r)} in {took:.1f} s"
         click.echo(line, err=True)
         with contextlib.suppress(Exception):
             sys.stderr.flush()

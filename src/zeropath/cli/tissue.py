@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from zeropath.cli.common import (
+    BatchLog,
     Progress,
     expand_inputs,
     fail,
@@ -180,11 +181,22 @@ def segment(
     )
     task = TissueTask(ref, text, prompts, options, mpp=mpp, skip_complete=not overwrite)
     out_dir = Path(out)
+    for f in missing:  # missing INPUTs: reported now, the others go on
+        click.echo(f"error: {f.message}", err=True)
+    log = BatchLog(
+        len(files), lambda r: f"{r.n_regions} regions, tissue {r.tissue_fraction:.0%}"
+    )
     with Progress("tissue") as progress:
         report = run_many(
-            files, out_dir, task, workers=workers, scheduler=scheduler, progress=progress
+            files,
+            out_dir,
+            task,
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
+            on_done=log,
         )
-    report.failures[:0] = missing  # missing INPUTs: reported with the others, exit 2
+    report.failures[:0] = missing  # recorded in run.json; exit 2 at the end
     defaulted = [r.stem for r in report.results if r.mpp_origin == "default"]
     if defaulted:
         from zeropath.io.reader import DEFAULT_MPP
@@ -221,9 +233,7 @@ def segment(
             f"{r.stem}: {r.n_tiles} tiles ({r.n_cached} cached), {r.n_regions} regions; "
             f"tissue {r.tissue_fraction:.0%}: {mix} ({r.timings.get('total_s', 0):.1f} s)"
         )
-    for f in report.failures:
-        click.echo(f"error: {f.message}", err=True)
-    if report.failures:
+    if report.failures:  # each was printed as it happened
         raise SystemExit(2)
     click.echo(f"outputs in {out_dir}")
 
