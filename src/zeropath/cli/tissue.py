@@ -183,9 +183,7 @@ def segment(
     out_dir = Path(out)
     for f in missing:  # missing INPUTs: reported now, the others go on
         click.echo(f"error: {f.message}", err=True)
-    log = BatchLog(
-        len(files), lambda r: f"{r.n_regions} regions, tissue {r.tissue_fraction:.0%}"
-    )
+    log = BatchLog(len(files), lambda r: f"{r.n_regions} regions, tissue {r.tissue_fraction:.0%}")
     with Progress("tissue") as progress:
         report = run_many(
             files,
