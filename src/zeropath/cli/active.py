@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from zeropath.active import STRATEGIES
-from zeropath.cli.common import Progress, handle_errors, out_option
+from zeropath.cli.common import Progress, device_option, handle_errors, out_option
 
 
 @click.group()
@@ -139,13 +139,7 @@ def _weights(text: str | None) -> dict[str, float] | None:
 @click.option(
     "--max-rounds", type=click.IntRange(min=1), default=None, help="Stop after this many rounds."
 )
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default="cpu",
-    show_default=True,
-    help="Where an encoder runs.",
-)
+@device_option("an encoder")
 @handle_errors
 def run(
     pool: Path,
@@ -208,6 +202,9 @@ def run(
         class_names=class_names,
         max_rounds=max_rounds,
     )
+    from zeropath.models.device import resolve_device
+
+    device = resolve_device(device)
     extractor = get_extractor(spec, cell=cell_px, device=device)
     out_dir = Path(out)
     with Progress("active learning") as bar:

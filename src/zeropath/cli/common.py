@@ -101,6 +101,18 @@ def expand_inputs(paths: Any) -> tuple[list[Path], list[Any]]:
     return files, failures
 
 
+def device_option(what: str) -> Callable[[F], F]:
+    """``--device cpu|cuda|mps`` for ``what`` runs there; commands check it with
+    :func:`zeropath.models.device.resolve_device` (absent device: one ``error:`` line)."""
+    return click.option(
+        "--device",
+        type=click.Choice(["cpu", "cuda", "mps"]),
+        default="cpu",
+        show_default=True,
+        help=f"Where {what} runs; a device torch here does not have is an error.",
+    )
+
+
 def workers_option(func: F) -> F:
     return click.option(
         "--workers",

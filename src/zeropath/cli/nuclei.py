@@ -8,6 +8,7 @@ import click
 
 from zeropath.cli.common import (
     Progress,
+    device_option,
     expand_inputs,
     handle_errors,
     model_out_option,
@@ -19,7 +20,7 @@ from zeropath.cli.common import (
     threads_option,
     workers_option,
 )
-from zeropath.errors import ModelError
+from zeropath.errors import ConfigError, ModelError
 
 #: Segmenters the CLI knows by name. Without ``--model`` the bundled label-free ZA-Net model
 #: runs (``zanet-default``); an installation without it falls back to ``classical``.
@@ -72,13 +73,7 @@ def nuclei() -> None:
     "--model", "model", default=None, help=f"Model name or path (default: {DEFAULT_MODEL})."
 )
 @mpp_option
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default="cpu",
-    show_default=True,
-    help="Where learned models run (the classical model always runs on the CPU).",
-)
+@device_option("a learned model (ZA-Net, InstanSeg)")
 @workers_option
 @scheduler_option
 @click.option(
@@ -119,9 +114,16 @@ def segment(
         paths.append(bundled_sample())
     if not paths:
         raise click.UsageError("give at least one INPUT (or --sample)")
+    from zeropath.models.device import resolve_device
+
+    device = resolve_device(device)
     files, missing = expand_inputs(paths)
     out_dir = Path(out)
     segmenter = load_segmenter(model) if files else None
+    if segmenter is not None and device != "cpu":
+        if not hasattr(segmenter, "to"):
+            raise ConfigError(f"--device {device}: the {segmenter.name} model runs on the CPU only")
+        segmenter.to(device)
     run_segmentation(
         files,
         out_dir,

@@ -9,6 +9,7 @@ import click
 from zeropath.cli.common import (
     BatchLog,
     Progress,
+    device_option,
     expand_inputs,
     fail,
     handle_errors,
@@ -102,13 +103,7 @@ def tissue() -> None:
     help="Embedding cache folder (default: $ZEROPATH_HOME/embeddings, the user cache).",
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write cached tile embeddings.")
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default="cpu",
-    show_default=True,
-    help="Where the encoder runs.",
-)
+@device_option("the encoder")
 @threads_option
 @click.option(
     "--overwrite", is_flag=True, help="Recompute slides whose outputs are already complete."
@@ -161,6 +156,9 @@ def segment(
 
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
+    from zeropath.models.device import resolve_device
+
+    device = resolve_device(device)
     model = get_encoder(encoder, device=device)
     resolve_tiling(tile, stride, int(model.input_size))  # a bad --tile/--stride fails here, once
     text = class_embeddings(model, prompts)

@@ -46,6 +46,14 @@ class InstanSegSegmenter:
         self.sha256: str | None = verify_file(self._path, self.expected_sha256, name=self._name)
         self._threads = threads
         self._model: Any = None
+        self.device = "cpu"
+
+    def to(self, device: str) -> InstanSegSegmenter:
+        """Run the TorchScript model on ``device`` (moved when each process loads it)."""
+        self.device = device
+        if self._model is not None:
+            self._model.to(device)
+        return self
 
     def __getstate__(self) -> dict[str, Any]:  # the TorchScript module is reloaded per process
         state = dict(self.__dict__)
@@ -62,6 +70,7 @@ class InstanSegSegmenter:
             self.sha256 = loaded.sha256
             self._model = loaded.value
             self._model.eval()
+            self._model.to(self.device)
         return self._model
 
     def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
@@ -72,14 +81,15 @@ class InstanSegSegmenter:
         x = percentile_normalise(rgb)
         h, w = x.shape[:2]
         ph, pw = (-h) % 32, (-w) % 32
-        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(self.device)
         if ph or pw:
             t = torch.nn.functional.pad(t, (0, pw, 0, ph))
         with torch.inference_mode():
             out = self._load()(t)
-        labels = out[0, 0, :h, :w].numpy()
+        labels = out[0, 0, :h, :w].cpu().numpy()
         return labels.astype(np.uint32)
 
     def describe(self) -> dict[str, Any]:
         """Name, the SHA-256 of the weights (of the bytes loaded, once loaded), parameters."""
-        return {"name": self.name, "sha256": self.sha256, "params": {"mpp": self.target_mpp}}
+        params = {"mpp": self.target_mpp, "device": self.device}
+        return {"name": self.name, "sha256": self.sha256, "params": params}

@@ -175,6 +175,11 @@ class Refiner:
         self.config = config
         self.history: list[dict] = list(history or [])
 
+    def to(self, device: str) -> Refiner:
+        """Run the network on ``device`` (see :mod:`zeropath.models.device`)."""
+        self.net.to(device)
+        return self
+
     @property
     def halo_um(self) -> float:
         """Context (µm) a tile needs around its core for maps identical to a whole-image run."""
@@ -228,10 +233,12 @@ class Refiner:
         if ph or pw:
             mode = "reflect" if min(h, w) > 4 else "edge"
             rgb = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode=mode)
+        from zeropath.models.device import module_device
+
         with torch.inference_mode():
-            logits = self.net(rgb_to_tensor(rgb))
+            logits = self.net(rgb_to_tensor(rgb).to(module_device(self.net)))
             conf = torch.sigmoid(logits)[0, 0, :h, :w]
-            return conf.numpy().astype(np.float32, copy=True)
+            return conf.cpu().numpy().astype(np.float32, copy=True)
 
     def detect_work(self, rgb: np.ndarray, views: int | None = None) -> Points:
         """Points of a work-resolution image, in its pixel coordinates."""

@@ -90,6 +90,12 @@ class SegNet:
         self.config = dict(config)
         self._infer: Any = None  # BatchNorm folded into the convolutions, built on first use
 
+    def to(self, device: str) -> SegNet:
+        """Run predictions on ``device`` (see :mod:`zeropath.models.device`)."""
+        self.model.to(device)
+        self._infer = None
+        return self
+
     def inference_model(self) -> Any:
         """The network for prediction: a copy with BatchNorm folded into the convolutions.
 
@@ -177,19 +183,23 @@ class SegNet:
         array whose sides are multiples of the net's."""
         import torch
 
+        from zeropath.models.device import module_device
+
         k = self.n_classes
-        t = torch.from_numpy(x[None]).contiguous(memory_format=torch.channels_last)
+        net = self.inference_model()
+        t = torch.from_numpy(x[None]).to(module_device(net))
+        t = t.contiguous(memory_format=torch.channels_last)
         flips: list[tuple[int, ...]] = [()] + ([(3,), (2,), (2, 3)] if tta else [])
         acc = None
         for dims in flips:
             xi = torch.flip(t, dims) if dims else t
-            logits = self.inference_model()(xi)[:, :k]
+            logits = net(xi)[:, :k]
             p = torch.softmax(logits, 1)
             p = p if full else 1.0 - p[:, :1]  # nucleus = interior (+ boundary)
             p = torch.flip(p, dims) if dims else p
             acc = p if acc is None else acc + p
         assert acc is not None
-        out = (acc / len(flips))[0].numpy()
+        out = (acc / len(flips))[0].cpu().numpy()
         return out if full else out[0]
 
     def _tiled(

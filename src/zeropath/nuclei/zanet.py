@@ -230,8 +230,11 @@ class ZANetSegmenter:
     target_mpp = WORK_MPP
     halo_um = 24.0
 
-    def __init__(self, model_dir: str | os.PathLike[str], name: str | None = None) -> None:
+    def __init__(
+        self, model_dir: str | os.PathLike[str], name: str | None = None, device: str = "cpu"
+    ) -> None:
         self.model_dir = Path(model_dir)
+        self.device = device
         if not (self.model_dir / MODEL_JSON).is_file():
             raise ModelError(
                 f"{self.model_dir}: no {MODEL_JSON} here; train one with "
@@ -242,6 +245,16 @@ class ZANetSegmenter:
         # file is one error before any input is read; workers reload the same bytes
         self._model: ZANetModel | None = ZANetModel.load(self.model_dir)
         self.sha256 = self._model.sha256
+        self.to(device)
+
+    def to(self, device: str) -> ZANetSegmenter:
+        """Run both networks on ``device`` (checked by :func:`~zeropath.models.device.
+        resolve_device`); worker processes move their own copy there when they load it."""
+        self.device = device
+        if self._model is not None:
+            self._model.refiner.to(device)
+            self._model.segnet.to(device)
+        return self
 
     def __getstate__(self) -> dict[str, Any]:  # networks are reloaded in each worker process
         state = dict(self.__dict__)
@@ -254,6 +267,7 @@ class ZANetSegmenter:
             # the directory must still hold the model this segmenter was opened on
             self._model = ZANetModel.load(self.model_dir, sha256=self.sha256)
             self.sha256 = self._model.sha256
+            self.to(self.device)
         return self._model
 
     def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
@@ -273,6 +287,7 @@ class ZANetSegmenter:
             "sha256": m.sha256,
             "params": {
                 "path": str(self.model_dir),
+                "device": self.device,
                 "work_mpp": WORK_MPP,
                 "instances": m.instances.to_dict(),
                 "fit": m.provenance.get("command"),
