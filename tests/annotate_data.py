@@ -5,7 +5,7 @@
 * :func:`make_queue` — ``index.json`` listing two regions, ``"unlabelled": 255`` (partial masks
   allowed), one ``ID.json`` per region (image path, box as ``[x0, y0, x1, y1]``, round, two
   classes with colours);
-* :func:`make_loop_queue` — the layout ``zeropath.active.store.QueueStore.write`` produces:
+* :func:`make_loop_queue` — the layout ``zeropath.active.queue.QueueStore.write`` produces:
   plain ids ``STEM__rROW_cCOL`` in the index with the run's keys, regions with
   ``box = {"x", "y", "width", "height"}`` (64 px grid, one clipped at the image edge), class
   *names* only, no unlabelled value (every pixel needs a class) and a crop ``ID.png``.

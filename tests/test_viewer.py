@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -26,6 +23,7 @@ from viewer_data import (
     TUMOR,
     WIDTH,
     make_viewer_data,
+    viewer_process,
 )
 from zeropath.cli.main import cli
 from zeropath.errors import InputError
@@ -523,25 +521,9 @@ def test_cli_view_busy_port_exits_2(data):
 
 
 def test_cli_view_serves_until_interrupted(data):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zeropath", "view", str(data.out), "--port", "0", "--no-browser"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("zeropath viewer at http://127.0.0.1:"), line
-        url, _, token = line.split()[3].partition("?token=")
-        assert len(token) >= 32
+    with viewer_process(str(data.out)) as (_, url, _):
         status, info = fetch_json(url + "api/info")
         assert status == 200 and info["stem"] == "sample"
-    finally:
-        proc.send_signal(2)  # SIGINT, i.e. Ctrl+C
-        proc.wait(timeout=10)
-    assert proc.returncode == 0, proc.stderr.read()
 
 
 def test_view_help_is_registered():

@@ -22,6 +22,7 @@ from annotate_data import (
     make_loop_queue,
     make_queue,
 )
+from viewer_data import viewer_process
 from zeropath.cli.main import cli
 from zeropath.errors import InputError
 from zeropath.viewer.app import create_viewer
@@ -452,26 +453,9 @@ def test_cli_annotate_without_queue_exits_2_with_one_line(tmp_path):
 
 
 def test_cli_annotate_serves_until_interrupted(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     data = make_queue(tmp_path)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "zeropath", "view", str(data.queue), "--annotate"]
-    proc = subprocess.Popen(
-        [*cmd, "--port", "0", "--no-browser"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("zeropath viewer at http://127.0.0.1:"), line
+    with viewer_process(str(data.queue), "--annotate") as (line, url, token):
         assert "0 of 2 regions done" in line
-        url, _, token = line.split()[3].partition("?token=")
-        assert len(token) >= 32  # the printed (and opened) URL carries the write token
         status, q = request_json(url + "api/annotate/queue")
         assert status == 200 and q["total"] == 2
         status, body = request_json(
@@ -484,10 +468,6 @@ def test_cli_annotate_serves_until_interrupted(tmp_path):
             token,
         )
         assert status == 200 and data.mask("r0002").exists()
-    finally:
-        proc.send_signal(2)
-        proc.wait(timeout=10)
-    assert proc.returncode == 0, proc.stderr.read()
 
 
 def test_view_help_mentions_annotate():

@@ -5,12 +5,19 @@ Written with tifffile/json directly, following INTERFACE.md: ``slides/sample.tif
 nucleus polygons with measurements, two classes), ``sample.labels.tif``,
 ``sample.tissue.tif`` (4× coarser class map: background strip, tumour left, stroma right,
 JSON class table in ImageDescription) and ``run.json`` naming the slide.
+
+:func:`viewer_process` runs ``zeropath view`` in a subprocess, as a person would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,3 +129,27 @@ def make_viewer_data(root: Path) -> ViewerData:
         encoding="utf-8",
     )
     return ViewerData(slide=slide, out=out, nuclei=nuclei)
+
+
+@contextlib.contextmanager
+def viewer_process(*args: str) -> Iterator[tuple[str, str, str]]:
+    """``zeropath view ARGS --port 0 --no-browser`` in a subprocess: yields its first line,
+    the URL and the write token it printed; then stops it with Ctrl+C and checks it exits 0."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeropath", "view", *args, "--port", "0", "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("zeropath viewer at http://127.0.0.1:"), line
+        url, _, token = line.split()[3].partition("?token=")
+        assert len(token) >= 32  # the printed (and opened) URL carries the write token
+        yield line, url, token
+    finally:
+        proc.send_signal(2)  # SIGINT, i.e. Ctrl+C
+        proc.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr.read()

@@ -6,7 +6,7 @@ joins visual prototypes of labelled classes, text prototypes of unseen ones and 
 selection rules (:mod:`.selection`) pick the next regions to label; :mod:`.loop` runs
 select → label → update → evaluate rounds until a pixel budget is spent, saving its state
 (:mod:`.store`) after every round so that a run resumes exactly, and queueing regions for an
-annotator when no oracle answers.
+annotator when no oracle answers (:mod:`.queue`, the format the viewer's annotate mode reads).
 
 Importing this package is cheap: torch is imported only where a head is trained.
 """

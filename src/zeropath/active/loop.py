@@ -42,6 +42,7 @@ from zeropath.active.curves import merge_curve, plot_curve
 from zeropath.active.evaluate import Confusion, predict_mask
 from zeropath.active.features import FeatureCache, FeatureExtractor, get_extractor, read_rgb
 from zeropath.active.prototypes import ProZS, ProZSConfig
+from zeropath.active.queue import QueueEntry, QueueStore
 from zeropath.active.regions import (
     PoolImage,
     RegionIndex,
@@ -57,7 +58,7 @@ from zeropath.active.selection import (
     region_uncertainty,
     select,
 )
-from zeropath.active.store import QueueStore, RunState, StateStore, run_key
+from zeropath.active.store import RunState, StateStore, run_key
 from zeropath.errors import ConfigError, InputError
 
 __all__ = ["ActiveConfig", "ActiveResult", "ActiveRun", "list_images", "run_active"]
@@ -499,17 +500,15 @@ class ActiveRun:
                 rgb_cache[key[0]] = read_rgb(im.path)
             crops[rid] = rgb_cache[key[0]][y0:y1, x0:x1]
             entries.append(
-                {
-                    "id": rid,
-                    "image": str(im.path.resolve()),
-                    "stem": key[0],
-                    "box": {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0},
-                    "round": state.round,
-                    "run": self.key,
-                    "classes": self.class_names,
-                    "mask": self.queue.mask_path(rid).name,
-                    "crop": f"{rid}.png",
-                }
+                QueueEntry(
+                    id=rid,
+                    image=str(im.path.resolve()),
+                    stem=key[0],
+                    box=(x0, y0, x1, y1),
+                    round=state.round,
+                    run=self.key,
+                    classes=list(self.class_names),
+                )
             )
         self.queue.write(entries, crops, self._queue_run(state))
 

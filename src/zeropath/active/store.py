@@ -4,11 +4,7 @@ Layout under ``OUT``::
 
     state/<strategy>-seed<N>/state.json    the run's state (below), rewritten atomically
     state/<strategy>-seed<N>/labels/ID.png  imported region masks (class indices, uint8)
-    queue/index.json      the regions waiting for an annotator
-    queue/ID.json         one region: image path, box, round, mask file name
-    queue/ID.png          the region's pixels (what the annotator sees)
-    queue/ID.mask.png     written by the annotator: class index per pixel (0/255 for binary
-                          tasks); or a QuPath GeoJSON as ID.geojson or STEM.geojson
+    queue/                the regions waiting for an annotator (:mod:`.queue`)
 
 ``state.json`` holds the run's identity (options that must not change on resume), the labelled
 region ids with the round that labelled them, the pending (selected, not yet labelled) ids,
@@ -20,16 +16,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zeropath.active.queue import QueueStore
 from zeropath.errors import ConfigError, InputError
 
-__all__ = ["QueueStore", "RunState", "StateStore", "run_key"]
+__all__ = ["QueueStore", "RunState", "StateStore", "run_key", "state_files"]
 
 STATE_VERSION = 1
 
@@ -83,6 +80,14 @@ class RunState:
         return [str(x[0]) for x in self.labelled]
 
 
+def state_files(out: str | os.PathLike[str]) -> list[Path]:
+    """The state files under ``OUT/state``: ``state/*.json``, then ``state/*/state.json``."""
+    root = Path(out) / "state"
+    if not root.is_dir():
+        return []
+    return sorted(root.glob("*.json")) + sorted(root.glob("*/state.json"))
+
+
 class StateStore:
     """``OUT/state/<key>/``: the state JSON and the imported label masks."""
 
@@ -124,61 +129,3 @@ class StateStore:
         from zeropath.io.datasets import read_label_image
 
         return np.asarray(read_label_image(self.label_path(rid)), np.int64)
-
-
-class QueueStore:
-    """``OUT/queue/``: regions waiting for an annotator and the masks they drop in."""
-
-    def __init__(self, out: str | os.PathLike[str]) -> None:
-        self.dir = Path(out) / "queue"
-
-    def entry_path(self, rid: str) -> Path:
-        return self.dir / f"{rid}.json"
-
-    def mask_path(self, rid: str) -> Path:
-        return self.dir / f"{rid}.mask.png"
-
-    def geojson_paths(self, rid: str, stem: str) -> list[Path]:
-        """Where a GeoJSON for this region may be: ``ID.geojson``, then ``STEM.geojson``."""
-        return [
-            p for p in (self.dir / f"{rid}.geojson", self.dir / f"{stem}.geojson") if p.is_file()
-        ]
-
-    def write(
-        self,
-        entries: Sequence[Mapping[str, Any]],
-        crops: Mapping[str, np.ndarray],
-        run: Mapping[str, Any],
-    ) -> Path:
-        """Write one JSON (+ crop PNG) per entry and ``index.json`` listing them."""
-        from PIL import Image
-
-        from zeropath.io.writers import atomic_write, write_run_json
-
-        for e in entries:
-            rid = str(e["id"])
-            write_run_json(self.entry_path(rid), e)
-            crop = crops.get(rid)
-            png = self.dir / f"{rid}.png"
-            if crop is not None and not png.is_file():
-                with atomic_write(png) as tmp:
-                    Image.fromarray(np.asarray(crop, np.uint8)).save(tmp, format="PNG")
-        index = {**run, "regions": [str(e["id"]) for e in entries]}
-        return write_run_json(self.dir / "index.json", index)
-
-    def remove(self, rids: Sequence[str]) -> None:
-        """Forget regions whose labels were imported (their files leave the queue)."""
-        for rid in rids:
-            for p in (
-                self.entry_path(rid),
-                self.dir / f"{rid}.png",
-                self.mask_path(rid),
-                self.dir / f"{rid}.geojson",
-            ):
-                p.unlink(missing_ok=True)
-
-    def clear_index(self, run: Mapping[str, Any]) -> None:
-        from zeropath.io.writers import write_run_json
-
-        if self.dir.is_dir():
-            write_run_json(self.dir / "index.json", {**run, "regions": []})

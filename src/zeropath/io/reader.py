@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -127,13 +128,25 @@ def image_stem(path: str | PathLike[str]) -> str:
     return stem or name
 
 
-def sha256(path: str | PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, streamed (for ``run.json`` input checksums)."""
+def sha256(
+    path: str | PathLike[str],
+    chunk_size: int = 1 << 20,
+    progress: Callable[[int, int | None, str], None] | None = None,
+) -> str:
+    """Hex SHA-256 of a file, streamed (never whole in memory); the package's one file hash.
+
+    ``progress(done_bytes, total_bytes, "verifying")`` is called after every chunk when given.
+    """
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
+            total = os.fstat(fh.fileno()).st_size if progress is not None else None
+            done = 0
             while block := fh.read(chunk_size):
                 digest.update(block)
+                if progress is not None:
+                    done += len(block)
+                    progress(done, total, "verifying")
     except OSError as exc:
         raise InputError(path, f"cannot read file: {_reason(exc)}") from None
     return digest.hexdigest()

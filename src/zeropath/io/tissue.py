@@ -106,11 +106,10 @@ def _drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:
 
     if min_size <= 1 or not mask.any():
         return mask
-    labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_size
-    keep[0] = False
-    return keep[labels]
+    from zeropath.io.morphology import drop_small_labels
+
+    labels, _ = ndi.label(mask, structure=np.ones((3, 3), bool))
+    return drop_small_labels(labels, min_size) > 0
 
 
 def _fill_small_holes(mask: np.ndarray, max_size: int) -> np.ndarray:

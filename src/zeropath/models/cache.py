@@ -53,18 +53,18 @@ def models_dir() -> Path:
 
 
 def sha256_file(path: str | os.PathLike[str], progress: ProgressCallback | None = None) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (never whole into memory)."""
-    path = Path(path)
-    total = path.stat().st_size
-    digest = hashlib.sha256()
-    done = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total, "verifying")
-    return digest.hexdigest()
+    """Hex SHA-256 of a file, streamed (:func:`zeropath.io.reader.sha256`, the package's one
+    file hash); an unreadable file raises its ``OSError`` here, not an input error."""
+    from zeropath.errors import InputError
+    from zeropath.io.reader import sha256
+
+    try:
+        return sha256(path, CHUNK, progress)
+    except InputError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError):
+            raise cause from None
+        raise
 
 
 def sha256_tree(path: str | os.PathLike[str]) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from zeropath.io.morphology import drop_small_labels
+
 
 def _as_xy(points: object) -> np.ndarray:
     xy = getattr(points, "xy", points)
@@ -137,7 +139,7 @@ def instances_from_probability(
         distance_weight = 0.0 if n_points else 0.5
     surface = (1.0 - distance_weight) * (1.0 - prob) + distance_weight * (1.0 - dnorm)
     labels = segmentation.watershed(surface, markers, mask=mask)
-    return _drop_small(labels, int(round(min_area_um2 / mpp**2)))
+    return drop_small_labels(labels, int(round(min_area_um2 / mpp**2)))
 
 
 def _h_filter(surface: np.ndarray, peaks: np.ndarray, comp: np.ndarray, h: float) -> np.ndarray:
@@ -159,18 +161,6 @@ def _h_filter(surface: np.ndarray, peaks: np.ndarray, comp: np.ndarray, h: float
                 keep[i] = False
                 break
     return peaks[keep]
-
-
-def _drop_small(labels: np.ndarray, min_px: int) -> np.ndarray:
-    n = int(labels.max())
-    if n == 0:
-        return labels.astype(np.uint32)
-    area = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = area >= max(min_px, 1)
-    keep[0] = False
-    lut = np.zeros(n + 1, np.uint32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
-    return lut[labels]
 
 
 def interior_peaks(
@@ -291,4 +281,4 @@ def instances_from_maps(
         extra, _ = ndi.label(orphan)
         markers = np.where(orphan, extra + n, markers)
     labels = segmentation.watershed(1.0 - interior, markers, mask=mask)
-    return _drop_small(labels, int(round(min_area_um2 / mpp**2)))
+    return drop_small_labels(labels, int(round(min_area_um2 / mpp**2)))

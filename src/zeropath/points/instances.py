@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from zeropath.io.morphology import drop_small_labels
+
 __all__ = ["boundary_energy", "instances_from_maps"]
 
 
@@ -35,16 +37,6 @@ def boundary_energy(offsets: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     dh = ndi.sobel(h, axis=1) / 8.0
     dv = ndi.sobel(v, axis=0) / 8.0
     return np.maximum(np.maximum(-dh, -dv), 0.0).astype(np.float32)
-
-
-def _drop_small(labels: np.ndarray, min_px: int) -> np.ndarray:
-    """Zero labels smaller than ``min_px`` and renumber 1..N (uint32)."""
-    size = np.bincount(labels.ravel())
-    ok = size >= max(1, min_px)
-    ok[0] = False
-    lut = np.zeros(len(size), np.uint32)
-    lut[ok] = np.arange(1, int(ok.sum()) + 1, dtype=np.uint32)
-    return lut[labels]
 
 
 def instances_from_maps(
@@ -72,13 +64,13 @@ def instances_from_maps(
         small = np.bincount(holes.ravel()) <= fill_holes_px
         small[0] = False
         mask = mask | small[holes]
-    mask = _drop_small(ndi.label(mask)[0], min_area_px) > 0
+    mask = drop_small_labels(ndi.label(mask)[0], min_area_px) > 0
     if not mask.any():
         return np.zeros(prob.shape, np.uint32)
     energy = boundary_energy(d, sigma)
     radius = np.hypot(d[0], d[1])
     core = mask & (energy < edge_threshold) & (radius < marker_radius)
-    markers = _drop_small(ndi.label(core)[0], min_marker_px).astype(np.int64)
+    markers = drop_small_labels(ndi.label(core)[0], min_marker_px).astype(np.int64)
     n = int(markers.max())
     comp, _ = ndi.label(mask)
     seeded = np.zeros(int(comp.max()) + 1, bool)
@@ -89,4 +81,4 @@ def instances_from_maps(
         extra, _ = ndi.label(orphan)
         markers = np.where(orphan, extra + n, markers)
     labels = segmentation.watershed(radius + energy, markers, mask=mask)
-    return _drop_small(labels, min_area_px)
+    return drop_small_labels(labels, min_area_px)

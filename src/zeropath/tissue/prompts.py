@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zeropath.errors import ConfigError
+from zeropath.io.colors import is_rgb, palette_color
 
 if TYPE_CHECKING:
     from zeropath.models.encoders.base import Encoder
@@ -56,19 +57,6 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "an H&E image of {}.",
     "a histopathology image showing {}.",
     "an image of {} tissue.",
-)
-#: Colours given to classes without ``color`` (tab10-like, never white).
-_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
 )
 _TOP_KEYS = frozenset({"templates", "classes", "background", "name", "description"})
 _CLASS_KEYS = frozenset({"names", "color", "descriptions", "description"})
@@ -219,12 +207,7 @@ def _strings(value: Any, what: str, source: str, allow_empty: bool = False) -> t
 
 
 def _color(value: Any, what: str, source: str) -> tuple[int, int, int]:
-    ok = (
-        isinstance(value, list | tuple)
-        and len(value) == 3
-        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
-    )
-    if not ok:
+    if not is_rgb(value):
         raise _fail(source, f"{what} must be three integers 0..255, got {value!r}")
     return (int(value[0]), int(value[1]), int(value[2]))
 
@@ -284,7 +267,7 @@ def parse_prompts(data: Any, source: str = "<memory>") -> PromptSet:
         elif is_background:
             color = BACKGROUND[1]
         else:
-            color = _PALETTE[(index - 1) % len(_PALETTE)]
+            color = palette_color(index - 1)
         classes.append(PromptClass(name, index, names, color, descriptions))
     if len(classes) < 2:
         raise _fail(

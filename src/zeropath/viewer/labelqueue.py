@@ -1,31 +1,15 @@
-"""The annotation queue of an active-learning run (``OUT/queue/``), read and answered.
+"""The annotation queue of an active-learning run (``OUT/queue/``), answered in the viewer.
 
 Without an oracle, ``zeropath active run`` queues the regions it selected for a person to
-label (``zeropath.active.store.QueueStore`` writes it). The folder holds:
+label. The folder's format — ``index.json``, one ``ID.json`` per region, the ``ID.mask.png``
+answers, how classes and the unlabelled value are found — is :mod:`zeropath.active.queue`'s,
+which both the loop and this module use to write and read it. Here: the queue as the page
+sees it (re-read when the loop rewrites the index), masks as run lengths or PNGs, and their
+validation.
 
-* ``index.json`` — ``{"regions": [ID, ...], "round", "classes", ...}`` (entries may also be
-  objects ``{"id": ID, ...}``; a bare list, or the keys ``queue``/``items``, are read the same).
-  Its other top-level keys (``round``, ``classes``, ``unlabelled`` …) apply to every region that
-  does not say otherwise;
-* ``ID.json`` — one region: ``image`` (path: absolute, or relative to the queue folder, the
-  run folder or the working directory), ``box`` in the image's level-0 pixels — an object
-  ``{"x", "y", "width", "height"}`` (what the loop writes), ``{"x0", "y0", "x1", "y1"}`` or a
-  list ``[x0, y0, x1, y1]`` (``x1``/``y1`` exclusive) — ``round`` and ``classes``: names
-  (``["background", "tumour"]``, numbered by position, colours from a palette) or objects
-  ``{"index", "name", "color"}``. When neither the region nor the index lists classes,
-  ``OUT/run.json`` or ``OUT/state/**/state.json`` is asked. Fields of an index entry given as
-  an object are used where the region file lacks them (the region file may then be absent);
-* ``ID.mask.png`` — the answer, written here: a greyscale uint8 PNG of the box's size
-  (``height`` rows, ``width`` columns) holding a class index per pixel. A region counts as
-  done once its mask exists.
-
-*Unlabelled pixels.* The loop reads a mask as complete class indices (any value outside the
-classes is an error, and a mask of only 0/255 is read as binary 0/1), so by default a mask
-must give every pixel a class. A queue that accepts partial masks says so with
-``"unlabelled": V`` (or ``"ignore_index": V``; usually 255) in the index or the region file:
-pixels left unpainted are then saved as ``V``. The page keeps unpainted pixels as
-:data:`UNLABELLED` (255) either way, and the server refuses them where the queue has no
-unlabelled value.
+*Unlabelled pixels.* The page keeps unpainted pixels as :data:`UNLABELLED` (255); a queue
+with an unlabelled value saves them as that value, and the server refuses them where the
+queue has none (the loop needs a class for every pixel then).
 
 Region ids come only from the index and must be plain file names (no separators, no leading
 dot, no control characters), so a request can never name a file outside the queue folder.
@@ -35,19 +19,28 @@ Masks are validated (size, class values) and written atomically. Nothing here kn
 from __future__ import annotations
 
 import io
-import json
 import os
-import re
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zeropath.active.queue import (
+    MAX_REGION_PIXELS,
+    UNLABELLED,
+    QueueClass,
+    QueueIndex,
+    QueueRegion,
+    QueueStore,
+    find_queue,
+    parse_classes,
+    valid_id,
+)
 from zeropath.errors import InputError, ZeropathError
 
 __all__ = [
+    "MAX_REGION_PIXELS",
     "UNLABELLED",
     "AnnotationQueue",
     "MaskError",
@@ -56,193 +49,14 @@ __all__ = [
     "decode_mask_png",
     "encode_mask_png",
     "find_queue",
+    "parse_classes",
     "rle_decode",
     "rle_encode",
 ]
 
-#: Value of pixels nobody painted (in the page, and in saved masks of queues that allow it).
-UNLABELLED = 255
-#: Names a region id may have: a plain file name (no separators, no leading dot).
-_ID_RE = re.compile(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,199}")
-#: Largest region the page is asked to paint (pixels).
-MAX_REGION_PIXELS = 1 << 24
-#: Colours for classes without one (tab10).
-_PALETTE = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-)  # fmt: skip
-
 
 class MaskError(ZeropathError):
     """A submitted mask does not fit its region (size, class values, encoding)."""
-
-
-@dataclass(frozen=True)
-class QueueClass:
-    index: int
-    name: str
-    color: tuple[int, int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "color": list(self.color)}
-
-
-@dataclass
-class QueueRegion:
-    """One queued region: the image, the level-0 box and how to label it."""
-
-    id: str
-    image: Path
-    box: tuple[int, int, int, int]
-    round: int | None
-    classes: list[QueueClass]
-    unlabelled: int | None = None  # None: every pixel needs a class
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def width(self) -> int:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> int:
-        return self.box[3] - self.box[1]
-
-    @property
-    def empty(self) -> int:
-        """The value of unpainted pixels (the unlabelled value, else :data:`UNLABELLED`)."""
-        return UNLABELLED if self.unlabelled is None else self.unlabelled
-
-    @property
-    def values(self) -> set[int]:
-        """The values a saved mask of this region may hold."""
-        extra = set() if self.unlabelled is None else {self.unlabelled}
-        return {c.index for c in self.classes} | extra
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "image": str(self.image),
-            "image_name": self.image.name,
-            "box": list(self.box),
-            "width": self.width,
-            "height": self.height,
-            "round": self.round,
-            "classes": [c.to_dict() for c in self.classes],
-            "unlabelled": self.unlabelled,
-            "empty": self.empty,
-        }
-
-
-# --------------------------------------------------------------------------- parsing helpers
-
-
-def _color(value: Any, index: int) -> tuple[int, int, int]:
-    if isinstance(value, str) and re.fullmatch(r"#?[0-9a-fA-F]{6}", value):
-        h = value.lstrip("#")
-        return (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16))
-    try:
-        r, g, b = (int(v) for v in list(value)[:3])
-        return (min(max(r, 0), 255), min(max(g, 0), 255), min(max(b, 0), 255))
-    except (TypeError, ValueError):
-        return _PALETTE[index % len(_PALETTE)]
-
-
-def parse_classes(raw: Any) -> list[QueueClass] | None:
-    """A class list from the shapes runs write: ``[{"index"?, "name", "color"}]``,
-    ``["name", ...]`` or ``{"name": color | {"index", "color"}}``; None when absent/unusable.
-
-    Without explicit indices, classes are numbered by position.
-    """
-    items: list[tuple[Any, Any]] = []
-    if isinstance(raw, dict):
-        if isinstance(raw.get("classes"), list | dict):
-            return parse_classes(raw["classes"])
-        items = list(raw.items())
-    elif isinstance(raw, list):
-        items = [(None, r) for r in raw]
-    else:
-        return None
-    out: list[QueueClass] = []
-    for pos, (key, value) in enumerate(items):
-        if isinstance(value, dict):
-            name = value.get("name", key)
-            index = value.get("index", value.get("value", pos))
-            color = value.get("color", value.get("colour"))
-        elif key is not None:  # {"name": color}
-            name, index, color = key, pos, value
-        else:  # "name"
-            name, index, color = value, pos, None
-        if not isinstance(name, str) or not name:
-            name = f"class {pos}"
-        try:
-            index = int(index)
-        except (TypeError, ValueError):
-            index = pos
-        if not 0 <= index < UNLABELLED:
-            continue
-        out.append(QueueClass(index, name, _color(color, index)))
-    seen: set[int] = set()
-    unique = [c for c in out if not (c.index in seen or seen.add(c.index))]
-    return unique or None
-
-
-def _box(raw: dict[str, Any]) -> tuple[int, int, int, int] | None:
-    """``(x0, y0, x1, y1)`` from ``box``/``bbox``: ``{"x", "y", "width", "height"}``,
-    ``{"x0", "y0", "x1", "y1"}`` or ``[x0, y0, x1, y1]``; or top-level ``x0``… keys."""
-    value = raw.get("box", raw.get("bbox"))
-    if value is None and all(k in raw for k in ("x0", "y0", "x1", "y1")):
-        value = raw
-    if isinstance(value, dict):
-        if all(k in value for k in ("x0", "y0", "x1", "y1")):
-            value = [value[k] for k in ("x0", "y0", "x1", "y1")]
-        else:
-            w = value.get("width", value.get("w"))
-            h = value.get("height", value.get("h"))
-            try:
-                x, y = float(value["x"]), float(value["y"])
-                value = [x, y, x + float(w), y + float(h)]  # type: ignore[arg-type]
-            except (KeyError, TypeError, ValueError):
-                return None
-    try:
-        x0, y0, x1, y1 = (float(v) for v in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    if not all(np.isfinite([x0, y0, x1, y1])):
-        return None
-    return (round(x0), round(y0), round(x1), round(y1))
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read the queue file: {exc}") from None
-
-
-def find_queue(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``(queue folder, run folder)`` for ``view PATH --annotate``.
-
-    PATH may be the run's ``--out`` folder, its ``queue/`` folder or ``queue/index.json``.
-    Raises :class:`InputError` when there is no queue there.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file or directory")
-    if path.is_file():
-        if path.name != "index.json":
-            raise InputError(path, "not an annotation queue (expected a run folder or queue/)")
-        path = path.parent
-    if (path / "index.json").is_file():
-        return path, path.parent
-    if (path / "queue" / "index.json").is_file():
-        return path / "queue", path
-    raise InputError(
-        path,
-        "no annotation queue here (no queue/index.json); "
-        "run `zeropath active run` without --oracle first",
-    )
 
 
 # --------------------------------------------------------------------------- masks
@@ -323,6 +137,9 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------- the queue
 
 
+# --------------------------------------------------------------------------- the queue
+
+
 class AnnotationQueue:
     """The regions waiting in one queue folder; re-reads ``index.json`` when it changes."""
 
@@ -331,14 +148,11 @@ class AnnotationQueue:
     ):
         self.folder = Path(folder).resolve()
         self.run_dir = Path(run_dir).resolve() if run_dir is not None else self.folder.parent
-        self.index_path = self.folder / "index.json"
+        self.store = QueueStore(self.run_dir, self.folder)
+        self.index_path = self.store.index_path
         self._lock = threading.RLock()
         self._stamp: tuple[int, int] | None = None
-        self._entries: dict[str, dict[str, Any]] = {}
-        self._order: list[str] = []
-        self._defaults: dict[str, Any] = {}
-        self._run_classes: list[QueueClass] | bool | None = False  # False: not looked up yet
-        self.warnings: list[str] = []
+        self._index = QueueIndex(self.index_path, [], {}, {})
         self.refresh()
 
     @classmethod
@@ -359,47 +173,17 @@ class AnnotationQueue:
             stamp = (st.st_mtime_ns, st.st_size)
             if stamp == self._stamp:
                 return
-            try:
-                raw = _read_json(self.index_path)
-            except FileNotFoundError:
-                raise InputError(self.index_path, "the queue index has disappeared") from None
-            self._parse_index(raw)
+            self._index = self.store.read_index()
             self._stamp = stamp
 
-    def _parse_index(self, raw: Any) -> None:
-        defaults: dict[str, Any] = {}
-        if isinstance(raw, dict):
-            defaults = {k: v for k, v in raw.items() if k not in ("regions", "queue", "items")}
-            items = raw.get("regions", raw.get("queue", raw.get("items")))
-        else:
-            items = raw
-        if not isinstance(items, list):
-            raise InputError(self.index_path, "the queue index has no list of regions")
-        entries: dict[str, dict[str, Any]] = {}
-        order: list[str] = []
-        skipped: list[str] = []
-        for item in items:
-            entry = dict(item) if isinstance(item, dict) else {"id": item}
-            rid = entry.get("id", entry.get("region_id"))
-            rid = str(rid) if isinstance(rid, str | int) and not isinstance(rid, bool) else ""
-            if not _ID_RE.fullmatch(rid) or rid.endswith(".mask") or rid == "index":
-                skipped.append(repr(rid or item)[:40])
-                continue
-            if rid not in entries:
-                order.append(rid)
-            entries[rid] = entry
-        self.warnings = (
-            [f"{self.index_path}: skipped {len(skipped)} entries without a usable id: "
-             + ", ".join(skipped[:3])]
-            if skipped
-            else []
-        )  # fmt: skip
-        self._entries, self._order, self._defaults = entries, order, defaults
+    @property
+    def warnings(self) -> list[str]:
+        return self._index.warnings
 
     @property
     def ids(self) -> list[str]:
         self.refresh()
-        return list(self._order)
+        return list(self._index.order)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -409,104 +193,22 @@ class AnnotationQueue:
 
     def _check_id(self, rid: str) -> str:
         self.refresh()
-        if not isinstance(rid, str) or not _ID_RE.fullmatch(rid) or rid not in self._entries:
+        if not valid_id(rid) or rid not in self._index.entries:
             raise KeyError(rid)
         return rid
 
     # ------------------------------------------------------------------ regions
 
-    def _run_class_list(self) -> list[QueueClass] | None:
-        """Classes recorded by the run itself: ``run.json``, else ``state/*.json``."""
-        if self._run_classes is False:
-            found: list[QueueClass] | None = None
-            candidates = [self.run_dir / "run.json"]
-            state = self.run_dir / "state"
-            if state.is_dir():
-                candidates += sorted(state.glob("*.json")) + sorted(state.glob("*/state.json"))
-            for path in candidates:
-                try:
-                    raw = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                if not isinstance(raw, dict):
-                    continue
-                for holder in (raw, raw.get("parameters"), raw.get("identity")):
-                    if isinstance(holder, dict) and "classes" in holder:
-                        found = parse_classes(holder["classes"])
-                        if found:
-                            break
-                if found:
-                    break
-            self._run_classes = found
-        return self._run_classes or None
-
-    def _resolve_image(self, value: Any, rid: str) -> Path:
-        if not isinstance(value, str) or not value:
-            raise InputError(self.folder / f"{rid}.json", "the region names no image")
-        p = Path(value).expanduser()
-        candidates = [p] if p.is_absolute() else [self.folder / p, self.run_dir / p, Path.cwd() / p]
-        for c in candidates:
-            if c.is_file():
-                return c.resolve()
-        raise InputError(candidates[0], f"the image of region {rid!r} does not exist")
-
     def region(self, rid: str) -> QueueRegion:
         """Region ``rid`` of the index (KeyError when it is not queued; :class:`InputError`
         when its files are unusable)."""
         rid = self._check_id(rid)
-        entry = self._entries[rid]
-        path = self.folder / f"{rid}.json"
-        try:
-            data = _read_json(path)
-        except FileNotFoundError:
-            data = {}
-        if not isinstance(data, dict):
-            raise InputError(path, "a region file must hold a JSON object")
-        merged = {**self._defaults, **entry, **data}
-        box = _box(merged)
-        if box is None:
-            raise InputError(path, "the region has no box [x0, y0, x1, y1]")
-        x0, y0, x1, y1 = box
-        if x1 <= x0 or y1 <= y0 or x0 < 0 or y0 < 0:
-            raise InputError(path, f"the region box {list(box)} is empty or negative")
-        if (x1 - x0) * (y1 - y0) > MAX_REGION_PIXELS:
-            raise InputError(path, f"the region box {list(box)} is too large to annotate")
-        classes = None
-        for holder in (data, entry, self._defaults):
-            if "classes" in holder:
-                classes = parse_classes(holder["classes"])
-                if classes:
-                    break
-        classes = classes or self._run_class_list()
-        if not classes:
-            raise InputError(path, "no class list (not in the region, the index or run.json)")
-        unlabelled = merged.get("unlabelled", merged.get("ignore_index"))
-        if unlabelled is not None:
-            if (
-                isinstance(unlabelled, bool)
-                or not isinstance(unlabelled, int | float)
-                or unlabelled != int(unlabelled)
-                or not 0 <= unlabelled <= 255
-                or any(c.index == unlabelled for c in classes)
-            ):
-                raise InputError(path, f"unusable unlabelled value {unlabelled!r}")
-            unlabelled = int(unlabelled)
-        image = merged.get("image", merged.get("image_path", merged.get("path")))
-        rnd = merged.get("round")
-        return QueueRegion(
-            id=rid,
-            image=self._resolve_image(image, rid),
-            box=box,
-            round=int(rnd) if isinstance(rnd, int | float) and not isinstance(rnd, bool) else None,
-            classes=classes,
-            unlabelled=unlabelled,
-            meta={k: v for k, v in merged.items() if isinstance(v, str | int | float | bool)},
-        )
+        return self.store.region(self._index, rid)
 
     # ------------------------------------------------------------------ masks
 
     def mask_path(self, rid: str) -> Path:
-        return self.folder / f"{self._check_id(rid)}.mask.png"
+        return self.store.mask_path(self._check_id(rid))
 
     def is_done(self, rid: str) -> bool:
         return self.mask_path(rid).is_file()
@@ -565,21 +267,14 @@ class AnnotationQueue:
     # ------------------------------------------------------------------ summary
 
     def summary(self) -> dict[str, Any]:
-        """The queue for the page: regions (id, round, done, box where known), progress."""
+        """The queue for the page: regions (id, round, done), progress."""
         ids = self.ids
+        index = self._index
         regions = []
         for rid in ids:
-            entry = self._entries[rid]
             item: dict[str, Any] = {"id": rid, "done": self.is_done(rid)}
-            rnd = entry.get("round")
-            if rnd is None:
-                try:
-                    rnd = json.loads((self.folder / f"{rid}.json").read_text("utf-8")).get("round")
-                except (OSError, ValueError, AttributeError):
-                    rnd = None
-            if rnd is None:
-                rnd = self._defaults.get("round")
-            if isinstance(rnd, int) and not isinstance(rnd, bool):
+            rnd = self.store.entry_round(index, rid)
+            if rnd is not None:
                 item["round"] = rnd
             regions.append(item)
         done = sum(r["done"] for r in regions)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from zeropath.errors import InputError
+from zeropath.io.colors import parse_color
 
 __all__ = ["NucleusClass", "NucleusIndex"]
 
@@ -32,18 +33,6 @@ class NucleusClass:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "color": list(self.color)}
-
-
-def _color(value: Any) -> tuple[int, int, int]:
-    """``[r, g, b]`` or QuPath's packed (A)RGB integer as an RGB triple."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        v = int(value) & 0xFFFFFF
-        return (v >> 16) & 255, (v >> 8) & 255, v & 255
-    try:
-        r, g, b = (min(max(int(c), 0), 255) for c in list(value)[:3])
-        return r, g, b
-    except (TypeError, ValueError):
-        return UNCLASSIFIED[1]
 
 
 def _measurements(value: Any) -> dict[str, float]:
@@ -177,7 +166,7 @@ class NucleusIndex:
             except TypeError:  # unhashable oddities: no shortcut
                 raw, ci = None, None
             if ci is None:
-                key = (str(name or UNCLASSIFIED[0]), _color(color))
+                key = (str(name or UNCLASSIFIED[0]), parse_color(color, UNCLASSIFIED[1]))
                 ci = class_of.setdefault(key, len(class_of))
                 if raw is not None:
                     seen[raw] = ci

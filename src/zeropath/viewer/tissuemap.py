@@ -19,16 +19,12 @@ from typing import Any
 import numpy as np
 
 from zeropath.errors import InputError
+from zeropath.io.colors import palette_color, parse_color
 
 __all__ = ["TissueClass", "TissueMap", "parse_classes"]
 
 #: Levels up to this many pixels are decoded into memory; larger ones are read through zarr.
 _IN_MEMORY_PIXELS = 1 << 26
-#: Colours for classes the description does not list (tab10).
-_PALETTE = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,14 +43,6 @@ class TissueClass:
             "color": list(self.color),
             "transparent": self.transparent,
         }
-
-
-def _color(value: Any, index: int) -> tuple[int, int, int]:
-    try:
-        r, g, b = (int(v) for v in list(value)[:3])
-        return (min(max(r, 0), 255), min(max(g, 0), 255), min(max(b, 0), 255))
-    except (TypeError, ValueError):
-        return _PALETTE[index % len(_PALETTE)]
 
 
 def parse_classes(description: str | None) -> tuple[list[TissueClass], float | None]:
@@ -83,7 +71,7 @@ def parse_classes(description: str | None) -> tuple[list[TissueClass], float | N
             TissueClass(
                 index,
                 name,
-                _color(entry.get("color"), index),
+                parse_color(entry.get("color"), palette_color(index)),
                 transparent=name.lower() == "background" or (index == 0 and not name),
             )
         )
@@ -133,7 +121,7 @@ class TissueMap:
         )
         if not self.classes:
             self.classes = [TissueClass(0, "background", (0, 0, 0), transparent=True)]
-            self.classes += [TissueClass(i, f"class {i}", _PALETTE[i % 10]) for i in range(1, 10)]
+            self.classes += [TissueClass(i, f"class {i}", palette_color(i)) for i in range(1, 10)]
         self._lut = np.zeros((256, 4), np.uint8)
         for c in self.classes:
             if not c.transparent:

@@ -612,7 +612,9 @@ class SamPredictor:
             return np.zeros((h, w), np.uint32)
         scores = np.array([c.iou for c in cands], np.float64)
         labels_img = _paint(cands, list(range(len(cands))), scores, (h, w))
-        return _drop_small(labels_img, min_area_px)
+        from zeropath.io.morphology import drop_small_labels
+
+        return drop_small_labels(labels_img, min_area_px)
 
     def automatic_crops(
         self,
@@ -729,13 +731,3 @@ def _paint(
         sub_out[win] = i + 1
         sub_best[win] = scores[i]
     return out
-
-
-def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
-    """Remove labels smaller than ``min_area`` pixels and renumber 1..N in order."""
-    counts = np.bincount(labels.ravel())
-    keep = counts >= max(min_area, 1)
-    keep[0] = False
-    lut = np.zeros(len(counts), np.uint32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
-    return lut[labels]
