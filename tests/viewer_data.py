@@ -1,6 +1,6 @@
 """A small synthetic slide plus fake zeropath outputs for the viewer tests.
 
-Written with tifffile/json directly, following INTERFACE.md: ``slides/sample.tif`` (RGB,
+Written with tifffile/json directly, following docs/reference.md: ``slides/sample.tif`` (RGB,
 1500×1200, pink with dark round blobs), and in ``out/``: ``sample.geojson`` (the blobs as
 nucleus polygons with measurements, two classes), ``sample.labels.tif``,
 ``sample.tissue.tif`` (4× coarser class map: background strip, tumour left, stroma right,

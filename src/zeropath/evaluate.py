@@ -16,7 +16,7 @@ from zeropath.metrics import evaluate_pair
 
 __all__ = ["METRIC_KEYS", "collect_gt", "collect_pred", "evaluate_dirs"]
 
-# The metrics of INTERFACE.md, in table order.
+# The metrics of docs/reference.md, in table order.
 METRIC_KEYS = ("dice", "aji", "aji_plus", "pq", "dq", "sq", "object_dice", "det_f1")
 
 # Preference among several files of one stem: lower rank wins.

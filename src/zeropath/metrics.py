@@ -8,7 +8,7 @@ The definitions follow the evaluation code of HoVer-Net (Graham et al., MedIA 20
 ``aji_plus`` (``get_fast_aji_plus``) and ``pq`` (``get_fast_pq``), the GlaS challenge
 (Sirinukunwattana et al., MedIA 2017) for ``object_dice``, and a maximum one-to-one centroid
 matching within a radius for ``detection_f1``. Two deliberate departures, both documented in
-INTERFACE.md: when ``gt`` and ``pred`` are both empty every metric is 1.0 (HoVer-Net divides
+docs/reference.md: when ``gt`` and ``pred`` are both empty every metric is 1.0 (HoVer-Net divides
 by zero), and SQ is ``sum(IoU) / TP`` without HoVer-Net's ``+ 1e-6`` (a difference below 1e-6).
 
 Speed: the pairwise overlap table is built once from a bincount over the pixels where both

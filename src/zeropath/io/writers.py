@@ -2,7 +2,7 @@
 
 Every writer goes through :func:`atomic_write`: the data are written to a hidden temporary
 file next to the destination and renamed over it only once complete, so an interrupted or
-failed run never leaves a half-written output (INTERFACE.md: "writes nothing partial").
+failed run never leaves a half-written output (docs/reference.md: "writes nothing partial").
 """
 
 from __future__ import annotations

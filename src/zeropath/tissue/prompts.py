@@ -1,7 +1,7 @@
 """Prompt sets for zero-shot tissue segmentation: the YAML format, the shipped library, and the
 text-embedding ensemble of each class.
 
-A prompt file (INTERFACE.md) names the classes, several synonyms per class and sentence
+A prompt file (docs/reference.md) names the classes, several synonyms per class and sentence
 templates; every ``name × template`` text is embedded and the unit vectors are averaged into
 one class vector (the CLIP prompt-ensemble trick), which is steadier than any single prompt::
 
