@@ -39,7 +39,7 @@ def load_split(data: Path, split: str) -> tuple[list[np.ndarray], list[float], l
 def score_points(points: list, labels: list[np.ndarray], radius: float) -> dict[str, float]:
     """Pooled precision/recall/F1 of point sets against instance label images."""
     from zeropath.metrics import detection_f1
-    from zeropath.nuclei.points import points_to_labels
+    from zeropath.nuclei.centres import points_to_labels
 
     tp = fp = fn = 0
     for pts, gt in zip(points, labels, strict=True):
@@ -53,8 +53,8 @@ def score_points(points: list, labels: list[np.ndarray], radius: float) -> dict[
 def classical_points(rgb: np.ndarray, mpp: float):
     from scipy import ndimage as ndi
 
+    from zeropath.nuclei.centres import Points
     from zeropath.nuclei.classical import segment_classical
-    from zeropath.nuclei.points import Points
 
     lab = segment_classical(rgb, mpp)
     ids = np.arange(1, int(lab.max()) + 1)

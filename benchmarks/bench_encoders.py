@@ -2,7 +2,7 @@
 
 Speed does not depend on the values of the weights, so the real architectures (OpenAI CLIP
 ViT-B/16; PLIP and QuiltNet ViT-B/32) are built from their configs with random weights and run
-through the same :class:`~zeropath.models.encoders.clip_family.ClipEncoder` path that the
+through the same :class:`~zeropath.models.encoders.clip.ClipEncoder` path that the
 pretrained models use: uint8 tiles of ``--tile`` px (ZEUS reads 448-px tiles) → CLIP
 preprocessing (resize, centre crop, normalise; numpy + PIL on the CPU) → vision tower →
 projection → L2 norm. Reported: tiles/s (whole ``encode_images`` call, preprocessing included)
@@ -24,12 +24,13 @@ import numpy as np
 
 
 def _archs() -> dict:
-    from zeropath.models.encoders import clip_family as cf
+    from zeropath.models.encoders.clip import VIT_B_16, VIT_B_32
+    from zeropath.testing.tiny_clip import TEST_TINY
 
     return {
-        "openai-clip (ViT-B/16)": cf.VIT_B_16,
-        "plip / quiltnet (ViT-B/32)": cf.VIT_B_32,
-        "test-tiny": cf.TEST_TINY,
+        "openai-clip (ViT-B/16)": VIT_B_16,
+        "plip / quiltnet (ViT-B/32)": VIT_B_32,
+        "test-tiny": TEST_TINY,
     }
 
 
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     import torch
     from transformers import CLIPModel
 
-    from zeropath.models.encoders.clip_family import ByteTokenizer, ClipEncoder
+    from zeropath.models.encoders.clip import ClipEncoder
+    from zeropath.models.encoders.tokenizers import ByteTokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)

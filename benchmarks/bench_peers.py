@@ -225,25 +225,10 @@ def classical() -> Segment:
     return ClassicalSegmenter().segment
 
 
-def at_native_mpp(seg: Callable[[np.ndarray, float], np.ndarray], target: float) -> Segment:
-    """Run ``seg`` at ``target`` µm/px and bring labels back to the input grid."""
-    from zeropath.io.tiler import resize_labels, resize_rgb
-
-    def run(rgb: np.ndarray, mpp: float) -> np.ndarray:
-        h, w = rgb.shape[:2]
-        if abs(target / mpp - 1.0) <= 0.05:
-            return seg(rgb, mpp)
-        shape = (round(h * mpp / target), round(w * mpp / target))
-        return resize_labels(seg(resize_rgb(rgb, shape), target), (h, w))
-
-    return run
-
-
 def instanseg() -> Segment:
     from zeropath.nuclei.instanseg import InstanSegSegmenter
 
-    s = InstanSegSegmenter()
-    return at_native_mpp(s.segment, s.target_mpp)
+    return InstanSegSegmenter().segment  # resampled to its 0.5 µm/px and back by the segmenter
 
 
 def zanet(model_dir: Path, name: str) -> Segment:

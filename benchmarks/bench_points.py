@@ -49,8 +49,9 @@ def _mean(rows: list[dict]) -> dict[str, float]:
 
 def reference_labels(predictor, rgb: np.ndarray, xy: np.ndarray, mpp: float, work_mpp: float):
     """MobileSAM prompted with ``xy`` (level-0 px) at ``work_mpp``: smallest of 3 masks each."""
+    from zeropath.io.dense import tile_spans
     from zeropath.io.tiler import resize_labels, resize_rgb
-    from zeropath.points.fit import _keep_spans, crop_starts, pad_crop
+    from zeropath.points.fit import pad_crop
 
     h, w = rgb.shape[:2]
     scale = mpp / work_mpp
@@ -60,13 +61,12 @@ def reference_labels(predictor, rgb: np.ndarray, xy: np.ndarray, mpp: float, wor
     s = predictor.img_size
     out = np.zeros((wh, ww), np.uint32)
     next_id = 1
-    ys, xs = crop_starts(wh, s, s // 8), crop_starts(ww, s, s // 8)
-    for y0, (ylo, yhi) in zip(ys, _keep_spans(ys, s, wh), strict=True):
-        for x0, (xlo, xhi) in zip(xs, _keep_spans(xs, s, ww), strict=True):
+    for y0, y1, ylo, yhi in tile_spans(wh, s, s // 16, "spread"):
+        for x0, x1, xlo, xhi in tile_spans(ww, s, s // 16, "spread"):
             own = (pts[:, 0] >= xlo) & (pts[:, 0] < xhi) & (pts[:, 1] >= ylo) & (pts[:, 1] < yhi)
             if not own.any():
                 continue
-            crop = work[y0 : y0 + s, x0 : x0 + s]
+            crop = work[y0:y1, x0:x1]
             predictor.set_image(pad_crop(crop, s))
             lab, _ = predictor.predict_labels(
                 pts[own] - (x0, y0),
@@ -94,7 +94,7 @@ def run_shift(args, shift: float, tmp: Path) -> dict:
     from zeropath.io.datasets import load_labels, monuseg_samples
     from zeropath.io.reader import open_image
     from zeropath.metrics import evaluate_pair
-    from zeropath.points.fit import FitOptions
+    from zeropath.points.fit import PointsFitOptions
     from zeropath.points.io import jitter_points
     from zeropath.points.model import PointsSegmenter
     from zeropath.points.train import fit_points_files
@@ -118,7 +118,7 @@ def run_shift(args, shift: float, tmp: Path) -> dict:
         pdir,
         model_dir,
         work_mpp=args.work_mpp,
-        options=FitOptions(
+        options=PointsFitOptions(
             steps=args.steps,
             seed=args.seed,
             lr=args.lr,
@@ -126,7 +126,6 @@ def run_shift(args, shift: float, tmp: Path) -> dict:
             decoder_polish_steps=args.decoder_polish,
             recentre_um=args.recentre_um,
         ),
-        threads=args.threads,
         cache_dir=tmp / f"emb-{shift:g}",  # fresh: the fit time includes the base encoder
         command="bench_points",
         progress=_progress,

@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts_a, prompts_b = work / "prompts-a.yaml", work / "prompts-b.yaml"
     prompts_a.write_text(PROMPTS_A)
     prompts_b.write_text(PROMPTS_B)
-    from zeropath.models.encoders.synthetic import SyntheticEncoder
+    from zeropath.testing.synthetic import SyntheticEncoder
 
     # the synthetic encoder at 1 µm/px with 224-px tiles (stride 56), colours = the slide's
     synthetic_dir = work / "synthetic-encoder"

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation", action="store_true", help="also fit the ABLATIONS variants")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--options-json", default="{}", help="FitOptions overrides (JSON)")
+    ap.add_argument("--options-json", default="{}", help="ZANetFitOptions overrides (JSON)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     root = _root(args.data)
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from zeropath.nuclei.fit import FitOptions
+    from zeropath.nuclei.fit import ZANetFitOptions
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("pseudolabel_sources", "segnet_widths"):
         if k in over:
             over[k] = tuple(over[k])
-    base = replace(FitOptions(), seed=args.seed, threads=args.threads, **over)
+    base = replace(ZANetFitOptions(), seed=args.seed, **over)
     items = _load_eval(root, args.eval_split)
     variants = {"default": base}
     if args.ablation:

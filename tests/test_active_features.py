@@ -18,7 +18,7 @@ from zeropath.active.features import (
     get_extractor,
 )
 from zeropath.errors import ConfigError
-from zeropath.models.encoders.synthetic import SyntheticEncoder
+from zeropath.testing.synthetic import SyntheticEncoder
 
 
 def test_histology_features_grid_and_meaning():

@@ -15,7 +15,7 @@ from zeropath.active.prototypes import (
     nll,
     train_head,
 )
-from zeropath.models.encoders.synthetic import SyntheticEncoder
+from zeropath.testing.synthetic import SyntheticEncoder
 
 FAST = ProZSConfig(head_steps=80)
 

@@ -7,8 +7,7 @@ import pytest
 
 from conftest import render_nuclei
 from zeropath.nuclei.augment import d4, d4_inverse, hed_jitter, random_d4
-from zeropath.nuclei.detect import Detector, StainPriorDetector, from_work, to_work
-from zeropath.nuclei.points import (
+from zeropath.nuclei.centres import (
     Points,
     match_counts,
     nms_points,
@@ -16,6 +15,7 @@ from zeropath.nuclei.points import (
     points_to_csv,
     points_to_labels,
 )
+from zeropath.nuclei.detect import Detector, StainPriorDetector, from_work, to_work
 
 
 def _f1(points: Points, centres_rc: np.ndarray, radius_px: float) -> float:

@@ -16,7 +16,7 @@ from zeropath.models.encoders import (
     l2_normalise,
     list_encoders,
 )
-from zeropath.models.encoders.synthetic import DEFAULT_CLASSES, SyntheticEncoder
+from zeropath.testing.synthetic import DEFAULT_CLASSES, SyntheticEncoder
 
 # ------------------------------------------------------------------------------------ registry
 
@@ -59,10 +59,16 @@ def test_models_list_shows_encoders(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     conch = next(line for line in result.stdout.splitlines() if "│ conch" in line)
     cells = [c.strip() for c in conch.split("│")]
     assert cells[1:5] == ["conch", "CC-BY-NC-ND-4.0", "yes", "no"]
+    assert "synthetic" not in result.stdout and "test-tiny" not in result.stdout
     rows = json.loads(runner.invoke(models, ["list", "--json"]).stdout)["encoders"]
+    assert {r["name"] for r in rows} == {"openai-clip", "plip", "quiltnet", "conch"}
+    rows = json.loads(runner.invoke(models, ["list", "--json", "--all"]).stdout)["encoders"]
     by_name = {r["name"]: r for r in rows}
-    assert by_name["synthetic"]["commercial_use"] is True
-    assert by_name["plip"]["hub_id"] == "vinid/plip"
+    assert by_name["synthetic"]["commercial_use"] is True and by_name["synthetic"]["test_only"]
+    assert by_name["plip"]["hub_id"] == "vinid/plip" and not by_name["plip"]["test_only"]
+    shown = runner.invoke(models, ["list", "--all"]).stdout
+    assert any("│ synthetic" in line for line in shown.splitlines())
+    assert any("│ test-tiny" in line for line in shown.splitlines())
 
 
 # ------------------------------------------------------------------------------- synthetic

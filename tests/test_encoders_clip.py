@@ -18,8 +18,26 @@ pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from zeropath.models.encoders import EncoderError, get_encoder, get_encoder_info  # noqa: E402
-from zeropath.models.encoders import clip_family as cf  # noqa: E402
+from zeropath.models import registry  # noqa: E402
+from zeropath.models.encoders import EncoderError, get_encoder, get_encoder_info, hub, openclip  # noqa: E402  # noqa: E402
+from zeropath.models.encoders.clip import (  # noqa: E402
+    QUILTNET_B_32,
+    VIT_B_16,
+    VIT_B_32,
+    ClipArch,
+    ClipEncoder,
+)
+from zeropath.models.encoders.conch import ConchEncoder  # noqa: E402
+from zeropath.models.encoders.hf import env_var  # noqa: E402
+from zeropath.models.encoders.local import load_directory  # noqa: E402
+from zeropath.models.encoders.preprocess import (  # noqa: E402
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    clip_preprocess,
+)
+from zeropath.models.encoders.tokenizers import ByteTokenizer  # noqa: E402
+from zeropath.models.spec import ModelSpec  # noqa: E402
+from zeropath.testing.tiny_clip import TEST_TINY, build_test_tiny, save_test_tiny  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +50,7 @@ def _no_encoder_env(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture(scope="module")
-def tiny() -> cf.ClipEncoder:
+def tiny() -> ClipEncoder:
     return get_encoder("test-tiny")
 
 
@@ -48,14 +66,14 @@ def test_preprocess_matches_clip_image_processor(shape):
     rng = np.random.default_rng(sum(shape))
     img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     ref = CLIPImageProcessorPil()(images=[img], return_tensors="np")["pixel_values"]
-    ours = cf.clip_preprocess(img[None], 224)
+    ours = clip_preprocess(img[None], 224)
     assert ours.shape == ref.shape == (1, 3, 224, 224) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
 def test_preprocess_other_size_and_stats():
     img = np.full((2, 100, 100, 3), 255, np.uint8)
-    out = cf.clip_preprocess(img, 64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    out = clip_preprocess(img, 64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     assert out.shape == (2, 3, 64, 64)
     np.testing.assert_allclose(out, 1.0, atol=1e-6)
 
@@ -63,8 +81,8 @@ def test_preprocess_other_size_and_stats():
 # ---------------------------------------------------------------------------------- test-tiny
 
 
-def test_tiny_shapes_norms_metadata(tiny: cf.ClipEncoder):
-    assert isinstance(tiny, cf.ClipEncoder)
+def test_tiny_shapes_norms_metadata(tiny: ClipEncoder):
+    assert isinstance(tiny, ClipEncoder)
     assert (tiny.input_size, tiny.mpp, tiny.embed_dim, tiny.patch_size) == (64, 1.0, 16, 16)
     assert tiny.provenance == {
         "name": "test-tiny",
@@ -86,7 +104,7 @@ def test_tiny_shapes_norms_metadata(tiny: cf.ClipEncoder):
     assert math.isfinite(tiny.logit_scale) and tiny.logit_scale > 0
 
 
-def test_tiny_is_deterministic_and_batch_independent(tiny: cf.ClipEncoder):
+def test_tiny_is_deterministic_and_batch_independent(tiny: ClipEncoder):
     rng = np.random.default_rng(2)
     imgs = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
     again = get_encoder("test-tiny")  # a fresh build from the same seed
@@ -108,14 +126,14 @@ def test_tiny_is_deterministic_and_batch_independent(tiny: cf.ClipEncoder):
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    cf.build_test_tiny()
+    build_test_tiny()
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_tiny_patches_follow_the_projection(tiny: cf.ClipEncoder):
+def test_tiny_patches_follow_the_projection(tiny: ClipEncoder):
     """Patch embeddings are the vision tower's patch tokens → post_layernorm → projection."""
     img = np.random.default_rng(3).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
-    pixels = torch.from_numpy(cf.clip_preprocess(img, 64))
+    pixels = torch.from_numpy(clip_preprocess(img, 64))
     with torch.inference_mode():
         hidden = tiny.model.vision_model(pixel_values=pixels).last_hidden_state
         ref = tiny.model.visual_projection(tiny.model.vision_model.post_layernorm(hidden[:, 1:]))
@@ -128,17 +146,17 @@ def test_tiny_patches_follow_the_projection(tiny: cf.ClipEncoder):
 
 
 def test_byte_tokenizer():
-    ids, mask = cf.ByteTokenizer(8)(["Ab", "a" * 20])
+    ids, mask = ByteTokenizer(8)(["Ab", "a" * 20])
     assert ids.shape == (2, 8) and ids.dtype == np.int64
     assert ids[0, :4].tolist() == [256, ord("a"), ord("b"), 257] and (ids[0, 4:] == 257).all()
     assert mask[0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0] and mask[1].all()
     assert ids[1, -1] == 257  # truncated, EOS kept
 
 
-def test_saved_tiny_directory_round_trip(tmp_path: Path, tiny: cf.ClipEncoder):
-    cf.save_test_tiny(tmp_path)
+def test_saved_tiny_directory_round_trip(tmp_path: Path, tiny: ClipEncoder):
+    save_test_tiny(tmp_path)
     loaded = get_encoder(str(tmp_path))
-    assert isinstance(loaded, cf.ClipEncoder) and loaded.name == "test-tiny"
+    assert isinstance(loaded, ClipEncoder) and loaded.name == "test-tiny"
     sha = hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
     assert loaded.provenance["sha256"] == sha and loaded.provenance["source"] == str(tmp_path)
     imgs = np.random.default_rng(4).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
@@ -149,22 +167,22 @@ def test_saved_tiny_directory_round_trip(tmp_path: Path, tiny: cf.ClipEncoder):
 
 
 def test_env_var_points_a_registered_name_at_a_directory(tmp_path, monkeypatch):
-    cf.save_test_tiny(tmp_path)
+    save_test_tiny(tmp_path)
     monkeypatch.setenv("ZEROPATH_ENCODER_PLIP", str(tmp_path))
     enc = get_encoder("plip")
     assert enc.name == "plip" and enc.provenance["source"] == str(tmp_path)
     assert enc.provenance["licence"] == get_encoder_info("plip").licence
-    assert cf.env_var("openai-clip") == "ZEROPATH_ENCODER_OPENAI_CLIP"
+    assert env_var("openai-clip") == "ZEROPATH_ENCODER_OPENAI_CLIP"
 
 
 def test_load_directory_rejects_unknown_layouts(tmp_path: Path):
     with pytest.raises(EncoderError, match="no encoder recognised"):
-        cf.load_directory(tmp_path)
+        load_directory(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(EncoderError, match="model_type 'bert'"):
-        cf.load_directory(tmp_path)
+        load_directory(tmp_path)
     with pytest.raises(EncoderError, match="not a directory"):
-        cf.load_directory(tmp_path / "missing")
+        load_directory(tmp_path / "missing")
 
 
 # ------------------------------------------------------------------------ real architectures
@@ -173,12 +191,12 @@ def test_load_directory_rejects_unknown_layouts(tmp_path: Path):
 @pytest.mark.parametrize(
     ("arch", "params", "act"),
     [
-        (cf.VIT_B_16, 149_620_737, "quick_gelu"),  # openai/clip-vit-base-patch16
-        (cf.VIT_B_32, 151_277_313, "quick_gelu"),  # vinid/plip (and openai ViT-B/32)
-        (cf.QUILTNET_B_32, 151_277_313, "gelu"),  # wisdomik/QuiltNet-B-32
+        (VIT_B_16, 149_620_737, "quick_gelu"),  # openai/clip-vit-base-patch16
+        (VIT_B_32, 151_277_313, "quick_gelu"),  # vinid/plip (and openai ViT-B/32)
+        (QUILTNET_B_32, 151_277_313, "gelu"),  # wisdomik/QuiltNet-B-32
     ],
 )
-def test_real_architectures(arch: cf.ClipArch, params: int, act: str):
+def test_real_architectures(arch: ClipArch, params: int, act: str):
     from transformers import CLIPModel
 
     config = arch.hf_config()
@@ -197,7 +215,7 @@ def test_real_architectures(arch: cf.ClipArch, params: int, act: str):
 # ---------------------------------------------------------------------- open_clip conversion
 
 
-def make_openclip_state_dict(arch: cf.ClipArch, seed: int = 0, device: str = "cpu") -> dict:
+def make_openclip_state_dict(arch: ClipArch, seed: int = 0, device: str = "cpu") -> dict:
     """A random state dict with open_clip's ViT CLIP key names and shapes for ``arch``."""
     gen = torch.Generator().manual_seed(seed)
 
@@ -260,7 +278,7 @@ def _ref_block(x, sd, p, heads, act, mask=None):
     return x + F.linear(h, sd[f"{p}.mlp.c_proj.weight"], sd[f"{p}.mlp.c_proj.bias"])
 
 
-def openclip_reference(sd: dict, arch: cf.ClipArch, pixels, ids):
+def openclip_reference(sd: dict, arch: ClipArch, pixels, ids):
     """open_clip's CLIP forward written from its key layout: (image, text) projected features."""
     act = (lambda t: t * torch.sigmoid(1.702 * t)) if arch.quick_gelu else F.gelu
     vw, tw = arch.vision_width, arch.text_width
@@ -289,22 +307,9 @@ def openclip_reference(sd: dict, arch: cf.ClipArch, pixels, ids):
 
 
 #: A small open_clip-shaped arch with a 514-token CLIP-style vocabulary (see write_bpe_vocab).
-SMALL = cf.ClipArch(
-    embed_dim=24,
-    image_size=64,
-    patch_size=16,
-    vision_width=64,
-    vision_layers=2,
-    vision_heads=1,
-    text_width=32,
-    text_layers=2,
-    text_heads=2,
-    context_length=20,
-    vocab_size=514,
-    quick_gelu=False,
-    bos_token_id=512,
-    eos_token_id=513,
-)
+_SMALL = {"embed_dim": 24, "vision_width": 64, "vision_heads": 1, "context_length": 20}
+_SMALL |= {"vocab_size": 514, "quick_gelu": False, "bos_token_id": 512, "eos_token_id": 513}
+SMALL = replace(TEST_TINY, **_SMALL)
 
 
 @pytest.mark.parametrize("quick_gelu", [False, True])
@@ -318,8 +323,8 @@ def test_converter_matches_reference_forward(quick_gelu: bool):
             "text_cfg": {"heads": 2},
         }
     }
-    assert cf.openclip_arch(sd, config) == arch
-    model = cf.openclip_to_hf_model(sd, config)
+    assert openclip.openclip_arch(sd, config) == arch
+    model = openclip.openclip_to_hf_model(sd, config)
     pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     ids = torch.tensor([[512, 5, 9, 77, 513, 0, 0], [512, 300, 513, 0, 0, 0, 0]])
     ref_img, ref_patch, ref_txt = openclip_reference(sd, arch, pixels, ids)
@@ -338,25 +343,26 @@ def test_converter_matches_reference_forward(quick_gelu: bool):
 def test_converter_handles_wrapped_checkpoints_and_rejects_foreign_keys():
     sd = make_openclip_state_dict(SMALL)
     wrapped = {"state_dict": {f"module.{k}": v for k, v in sd.items()}}
-    converted = cf.openclip_to_hf_state_dict(wrapped)
-    assert converted.keys() == cf.openclip_to_hf_state_dict(sd).keys()
+    converted = openclip.openclip_to_hf_state_dict(wrapped)
+    assert converted.keys() == openclip.openclip_to_hf_state_dict(sd).keys()
     sd["attn_mask"] = torch.zeros(1)  # buffers are ignored
-    cf.openclip_to_hf_state_dict(sd)
+    openclip.openclip_to_hf_state_dict(sd)
     sd["visual.attn_pool.query"] = torch.zeros(1)
     with pytest.raises(EncoderError, match="does not know"):
-        cf.openclip_to_hf_state_dict(sd)
+        openclip.openclip_to_hf_state_dict(sd)
 
 
 def test_converter_real_quiltnet_layout_has_no_missing_or_unexpected_keys():
     """The full QuiltNet-B-32 key layout (meta tensors) loads strictly into CLIPModel."""
     from transformers import CLIPModel
 
-    sd = make_openclip_state_dict(cf.QUILTNET_B_32, device="meta")
-    arch = cf.openclip_arch(sd, {"model_cfg": {"embed_dim": 512}})
-    assert arch == cf.QUILTNET_B_32
+    sd = make_openclip_state_dict(QUILTNET_B_32, device="meta")
+    arch = openclip.openclip_arch(sd, {"model_cfg": {"embed_dim": 512}})
+    assert arch == QUILTNET_B_32
     with torch.device("meta"):
         model = CLIPModel(arch.hf_config())
-    result = model.load_state_dict(cf.openclip_to_hf_state_dict(sd), strict=False, assign=True)
+    converted = openclip.openclip_to_hf_state_dict(sd)
+    result = model.load_state_dict(converted, strict=False, assign=True)
     assert not result.unexpected_keys
     assert [k for k in result.missing_keys if not k.endswith("position_ids")] == []
 
@@ -398,18 +404,18 @@ def test_open_clip_directory_loads_like_quiltnet(tmp_path: Path, monkeypatch):
             "vision_cfg": {"image_size": 64, "patch_size": 16},
             "text_cfg": {"heads": 2, "context_length": 20},
         },
-        "preprocess_cfg": {"mean": list(cf.OPENAI_CLIP_MEAN), "std": list(cf.OPENAI_CLIP_STD)},
+        "preprocess_cfg": {"mean": list(OPENAI_CLIP_MEAN), "std": list(OPENAI_CLIP_STD)},
     }
     (tmp_path / "open_clip_config.json").write_text(json.dumps(config))
     write_bpe_vocab(tmp_path)
     monkeypatch.setenv("ZEROPATH_ENCODER_QUILTNET", str(tmp_path))
     enc = get_encoder("quiltnet")
-    assert isinstance(enc, cf.ClipEncoder) and enc.name == "quiltnet" and enc.mpp == 0.5
+    assert isinstance(enc, ClipEncoder) and enc.name == "quiltnet" and enc.mpp == 0.5
     sha = hashlib.sha256((tmp_path / "open_clip_pytorch_model.bin").read_bytes()).hexdigest()
     assert enc.provenance["sha256"] == sha and enc.provenance["format"] == "open_clip"
 
     imgs = np.random.default_rng(5).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
-    pixels = torch.from_numpy(cf.clip_preprocess(imgs, 64))
+    pixels = torch.from_numpy(clip_preprocess(imgs, 64))
     ids, _ = enc.tokenizer(["tumor"])
     ref_img, ref_patch, ref_txt = openclip_reference(sd, SMALL, pixels, torch.from_numpy(ids))
     np.testing.assert_allclose(enc.encode_images(imgs), F.normalize(ref_img, dim=-1), atol=1e-5)
@@ -441,14 +447,17 @@ def test_offline_hub_models_fail_with_one_line(name: str, monkeypatch):
     assert "\n" not in msg
     assert msg.startswith(f"encoder {name!r} is not available offline: download it on a machine")
     assert f"hf download {info.hub_id} --local-dir DIR" in msg
-    assert f"pass --encoder DIR, or set {cf.env_var(name)}=DIR" in msg
+    assert f"pass --encoder DIR, or set {env_var(name)}=DIR" in msg
 
 
 def test_offline_bogus_hub_id(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    factory = cf._HubClip("bogus", "zeropath-tests/no-such-model", None, 0.5, "MIT")
+    spec = ModelSpec(
+        "bogus", "encoder", licence="MIT", factory="zeropath.models.encoders.hub:hub_clip",
+        hub_id="zeropath-tests/no-such-model", mpp=0.5,
+    )  # fmt: skip
     with pytest.raises(EncoderError, match="'bogus' is not available offline") as err:
-        factory(None, "cpu")
+        hub.hub_clip(spec, None, "cpu")
     assert "ZEROPATH_ENCODER_BOGUS=DIR" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -510,7 +519,7 @@ def test_conch_wrapper_with_a_fake_package(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("ZEROPATH_ENCODER_CONCH", str(tmp_path))
 
     enc = get_encoder("conch")
-    assert isinstance(enc, cf.ConchEncoder)
+    assert isinstance(enc, ConchEncoder)
     assert calls == {"cfg": "conch_ViT-B-16", "checkpoint": str(tmp_path / "pytorch_model.bin")}
     assert enc.provenance["sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert (enc.input_size, enc.embed_dim, enc.mpp) == (448, 4, 0.5)
@@ -522,13 +531,13 @@ def test_conch_wrapper_with_a_fake_package(tmp_path: Path, monkeypatch):
     assert enc.encode_patches(np.zeros((1, 448, 448, 3), np.uint8)) is None
     # a directory with the CONCH hub layout is recognised by load_directory too
     (tmp_path / "meta.yaml").write_text("model: conch\n")
-    assert isinstance(cf.load_directory(tmp_path), cf.ConchEncoder)
+    assert isinstance(load_directory(tmp_path), ConchEncoder)
 
 
-def test_encoders_pickle_for_worker_processes(tiny: cf.ClipEncoder):
+def test_encoders_pickle_for_worker_processes(tiny: ClipEncoder):
     import pickle
 
-    from zeropath.models.encoders.synthetic import SyntheticEncoder
+    from zeropath.testing.synthetic import SyntheticEncoder
 
     imgs = np.random.default_rng(6).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     for enc in (tiny, SyntheticEncoder()):
@@ -543,10 +552,9 @@ _PINNED = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _pin(monkeypatch: pytest.MonkeyPatch, name: str, revision: str) -> None:
-    """Replace encoder ``name``'s registry row by one pinned to ``revision``."""
-    from zeropath.models.encoders import base
-
-    monkeypatch.setitem(base._REGISTRY, name, replace(get_encoder_info(name), revision=revision))
+    """Replace encoder ``name``'s registry row by one pinned to ``revision`` (restored after)."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_model(replace(get_encoder_info(name), revision=revision), overwrite=True)
 
 
 def test_hub_rows_carry_a_revision_passed_to_the_hub_loader(monkeypatch):
@@ -567,7 +575,7 @@ def test_hub_rows_carry_a_revision_passed_to_the_hub_loader(monkeypatch):
     monkeypatch.setattr(transformers.CLIPModel, "from_pretrained", fake_from_pretrained)
     for name in ("openai-clip", "plip", "quiltnet"):
         info = get_encoder_info(name)
-        assert hasattr(info, "revision") and info.factory.resolved_revision() == info.revision
+        assert hasattr(info, "revision") and info.revision is None  # the hub's main branch
         _pin(monkeypatch, name, _PINNED)
         calls.clear()
         with pytest.raises(EncoderError, match="not available offline"):
@@ -614,7 +622,8 @@ def test_hub_open_clip_records_commit_and_digest_and_refuses_a_damaged_blob(
     monkeypatch.setattr(
         huggingface_hub, "hf_hub_download", lambda repo, filename, **kw: str(paths[filename])
     )
-    monkeypatch.setattr(cf, "_clip_bpe_tokenizer", lambda name, ctx, d=None: cf.ByteTokenizer(ctx))
+    fake_bpe = lambda name, ctx, d=None: ByteTokenizer(ctx)  # noqa: E731
+    monkeypatch.setattr(openclip, "clip_bpe_tokenizer", fake_bpe)
     enc = get_encoder("quiltnet")
     weights = paths["open_clip_pytorch_model.bin"]
     assert enc.provenance["revision"] == commit  # the commit actually loaded

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from zeropath.nuclei.centres import Points
 from zeropath.nuclei.instances import (
     binary_mask,
-    instances_from_maps,
+    instances_from_interior,
     instances_from_probability,
     interior_peaks,
 )
-from zeropath.nuclei.points import Points
 
 MPP = 0.5
 
@@ -94,15 +94,15 @@ def test_touching_discs_with_joined_interiors_split_at_interior_peaks() -> None:
     # broad interior bumps: between the first two discs the interior stays above 0.5 (0.53)
     inter = _interior_bumps((60, 80), [(30, 30), (30, 44), (30, 68)], 15.0)
     assert inter[30, 37] > 0.5
-    old = instances_from_maps(fg, inter, None, MPP, min_area_um2=1.0, marker_h=0.0)
+    old = instances_from_interior(fg, inter, None, MPP, min_area_um2=1.0, marker_h=0.0)
     assert old.max() == 2  # threshold markers: the touching pair is one nucleus
-    lab = instances_from_maps(fg, inter, None, MPP, min_area_um2=1.0)
+    lab = instances_from_interior(fg, inter, None, MPP, min_area_um2=1.0)
     assert lab.dtype == np.uint32 and lab.max() == 3
     assert len({lab[30, 30], lab[30, 44], lab[30, 68]}) == 3
     # the cut runs at the interior valley between the overlapping discs
     assert lab[30, 35] == lab[30, 30] and lab[30, 39] == lab[30, 44]
     # a dip shallower than marker_h (0.47 < 0.6) keeps one object
-    assert instances_from_maps(fg, inter, None, MPP, min_area_um2=1.0, marker_h=0.6).max() == 2
+    assert instances_from_interior(fg, inter, None, MPP, min_area_um2=1.0, marker_h=0.6).max() == 2
 
 
 def test_interior_peaks_keeps_maxima_by_their_dynamics() -> None:

@@ -23,7 +23,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "home"
     monkeypatch.setenv("ZEROPATH_HOME", str(h))
     for var in list(os.environ):
-        if var.startswith("ZEROPATH_MODEL_") or var == "ZEROPATH_PIP_ARGS":
+        if var.startswith(("ZEROPATH_MODEL_", "ZEROPATH_PYPI")):
             monkeypatch.delenv(var)
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     return h
@@ -35,17 +35,10 @@ def remote(tmp_path: Path) -> Path:
     src = tmp_path / "remote" / "tiny.bin"
     src.parent.mkdir()
     src.write_bytes(PAYLOAD)
+    fields = {"task": "test", "licence": "MIT", "filename": "tiny.bin", "format": "file"}
+    sources = (Url(src.as_uri()),)
     registry.register_model(
-        ModelSpec(
-            name="tiny-cli",
-            task="test",
-            licence="MIT",
-            sha256=SHA,
-            filename="tiny.bin",
-            format="file",
-            size=len(PAYLOAD),
-            sources=(Url(src.as_uri()),),
-        )
+        ModelSpec("tiny-cli", sha256=SHA, size=len(PAYLOAD), sources=sources, **fields)
     )
     return src
 
@@ -104,3 +97,24 @@ def test_fetch_unavailable_model_is_one_line(remote: Path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model 'tiny-cli' is not available")
     assert "--model PATH" in lines[0] and "ZEROPATH_HOME" in lines[0]
+
+
+def test_list_hides_test_only_rows_unless_all():
+    runner = CliRunner()
+    plain = runner.invoke(models, ["list"])
+    assert plain.exit_code == 0, plain.output
+    assert "synthetic" not in plain.stdout and "test-tiny" not in plain.stdout
+    shown = runner.invoke(models, ["list", "--all"]).stdout
+    assert "│ synthetic" in shown and "│ test-tiny" in shown
+    for args in (["list", "--json"], ["list", "--json", "--all"]):
+        payload = json.loads(runner.invoke(models, args).stdout)
+        names = {r["name"] for key in ("models", "encoders", "components") for r in payload[key]}
+        assert ("synthetic" in names) == ("--all" in args) == ("test-tiny" in names)
+        assert {"classical", "zanet-default", "zeropath.points", "stain"} <= names
+
+
+def test_fetch_of_a_row_without_weights_is_one_line():
+    result = CliRunner().invoke(models, ["fetch", "classical"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "has no weights file for zeropath to fetch" in lines[0]

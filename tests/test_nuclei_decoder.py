@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zeropath.models.nuclei_decoder import NucleiDecoder
-from zeropath.points.instances import boundary_energy, instances_from_maps
+from zeropath.nuclei.instances import boundary_energy, instances_from_offsets
 from zeropath.points.targets import distance_targets
 
 
@@ -41,7 +41,7 @@ def test_two_touching_discs_give_two_instances() -> None:
     from scipy import ndimage as ndi
 
     assert ndi.label(prob > 0.5)[1] == 1  # one blob in B alone
-    out = instances_from_maps(prob, distance_targets(lab))
+    out = instances_from_offsets(prob, distance_targets(lab))
     assert out.dtype == np.uint32 and out.max() == 2
     for k in (1, 2):  # each instance is essentially one disc
         overlap = np.bincount(out[lab == k], minlength=3)[1:]
@@ -50,21 +50,21 @@ def test_two_touching_discs_give_two_instances() -> None:
     rng = np.random.default_rng(0)
     soft = ndi.gaussian_filter(prob, 1.0) + rng.normal(0, 0.02, prob.shape)
     d = distance_targets(lab) + rng.normal(0, 0.02, (2, *lab.shape))
-    assert instances_from_maps(soft.astype(np.float32), d).max() == 2
+    assert instances_from_offsets(soft.astype(np.float32), d).max() == 2
 
 
 def test_instances_edge_cases() -> None:
     lab = np.zeros((20, 20), np.uint32)
     lab[5:12, 5:12] = 1
     prob = (lab > 0).astype(np.float32)
-    assert instances_from_maps(prob, distance_targets(lab)).max() == 1
-    assert not instances_from_maps(np.zeros((20, 20)), np.zeros((2, 20, 20))).any()
+    assert instances_from_offsets(prob, distance_targets(lab)).max() == 1
+    assert not instances_from_offsets(np.zeros((20, 20)), np.zeros((2, 20, 20))).any()
     # no core anywhere (|D| = 1): the component stays one nucleus
-    assert instances_from_maps(prob, np.ones((2, 20, 20))).max() == 1
+    assert instances_from_offsets(prob, np.ones((2, 20, 20))).max() == 1
     # specks below min_area_px vanish
     speck = np.zeros((20, 20), np.float32)
     speck[1:3, 1:3] = 1
-    assert not instances_from_maps(speck, np.zeros((2, 20, 20)), min_area_px=10).any()
+    assert not instances_from_offsets(speck, np.zeros((2, 20, 20)), min_area_px=10).any()
     with pytest.raises(ValueError):
-        instances_from_maps(prob, np.zeros((20, 20)))
+        instances_from_offsets(prob, np.zeros((20, 20)))
     assert boundary_energy(np.zeros((2, 4, 4))).shape == (4, 4)

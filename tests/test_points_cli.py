@@ -136,3 +136,72 @@ def test_every_schedule_length_is_an_option_and_each_stage_prints_a_line(tiny, t
     ]
     helps = CliRunner().invoke(cli, ["points", "fit", "--help"]).output
     assert "--decoder-warmup-steps" in helps and "--decoder-polish-steps" in helps
+
+
+def _fit_small(images, pts, model_dir):
+    r = CliRunner().invoke(
+        cli,
+        ["points", "fit", str(images), "--points", str(pts), "--out", str(model_dir),
+         "--steps", "1", "--decoder-warmup-steps", "0", "--decoder-polish-steps", "1",
+         "--mpp", "0.5", "--work-mpp", "0.5"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+
+
+def test_points_model_sha256_is_the_shared_rule_of_what_was_loaded(tiny, tmp_path):
+    import hashlib
+
+    from zeropath.nuclei.modeldir import combined_sha256, model_sha256
+
+    images, pts = tiny
+    d = tmp_path / "model"
+    _fit_small(images, pts, d)
+    files = [hashlib.sha256((d / n).read_bytes()).hexdigest() for n in ("model.json", "weights.pt")]
+    expected = combined_sha256(*files)
+    (d / "README.md").write_text("notes do not change a model's identity\n")
+    assert model_sha256(d) == pm.model_sha256(d) == expected
+    assert pm.load_points_model(d).sha256 == pm.PointsSegmenter(d).sha256 == expected
+
+
+def test_points_model_missing_setting_is_refused_and_v1_is_migrated(tiny, tmp_path):
+    from zeropath.errors import ModelError
+
+    images, pts = tiny
+    d = tmp_path / "model"
+    _fit_small(images, pts, d)
+    meta = json.loads((d / "model.json").read_text())
+    assert meta["format"] == "zeropath.points/2" and meta["tile"]["tile_px"] == 128
+    del meta["instances"]["edge_threshold"]
+    (d / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="lacks edge_threshold"):
+        pm.PointsSegmenter(d)
+    # a /1 file: halo_um at the top level, no tile spec, settings filled explicitly
+    meta["format"] = "zeropath.points/1"
+    meta["halo_um"] = meta.pop("tile")["halo_um"]
+    (d / "model.json").write_text(json.dumps(meta))
+    seg = pm.PointsSegmenter(d)
+    assert seg.instances.edge_threshold == pm.V1_MIGRATION["instances"]["edge_threshold"]
+    migrated = seg.describe()["params"]["migrated"]
+    assert migrated == {"from": "zeropath.points/1", "instances": {"edge_threshold": 0.25}}
+
+
+def test_points_segment_is_an_alias_of_nuclei_segment(tiny, tmp_path):
+    images, pts = tiny
+    d = tmp_path / "model"
+    _fit_small(images, pts, d)
+    outs = {}
+    for name, command in (
+        ("alias", ["points", "segment"]),
+        ("nuclei", ["nuclei", "segment"]),
+    ):
+        out = tmp_path / name
+        args = [*command, str(images / "img0.png"), "--out", str(out), "--model", str(d)]
+        r = CliRunner().invoke(cli, [*args, "--mpp", "0.5", "--threads", "1"])
+        assert r.exit_code == 0, r.output
+        outs[name] = out
+    for suffix in (".labels.tif", ".geojson", ".csv", ".overlay.png"):
+        a = (outs["alias"] / f"img0{suffix}").read_bytes()
+        assert a == (outs["nuclei"] / f"img0{suffix}").read_bytes(), suffix
+    runs = [json.loads((outs[n] / "run.json").read_text()) for n in ("alias", "nuclei")]
+    assert runs[0]["model"] == runs[1]["model"]
+    assert runs[0]["command"] == "points segment" and runs[1]["command"] == "nuclei segment"

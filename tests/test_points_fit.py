@@ -9,8 +9,8 @@ import torch
 
 from zeropath.models.mobilesam.adapters import adapter_parameters
 from zeropath.models.mobilesam.sam import MobileSAMConfig, build_mobilesam
-from zeropath.points.fit import FitOptions, fit_points, predict_maps
-from zeropath.points.instances import instances_from_maps
+from zeropath.nuclei.instances import instances_from_offsets
+from zeropath.points.fit import PointsFitOptions, fit_points, predict_maps
 
 TINY = MobileSAMConfig.tiny()
 
@@ -25,7 +25,7 @@ def test_fit_points_tiny(tmp_path) -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
     pts = np.array([[10.0, 12.0], [40.0, 30.0], [50.0, 10.0]])
-    opts = FitOptions(
+    opts = PointsFitOptions(
         steps=4,
         max_prompts=2,
         decoder_widths=(8, 8, 4),
@@ -48,7 +48,7 @@ def test_fit_points_tiny(tmp_path) -> None:
     b, d = predict_maps(model, img)
     assert b.shape == (48, 64) and d.shape == (2, 48, 64)
     assert 0 <= b.min() and b.max() <= 1 and np.abs(d).max() <= 1
-    assert instances_from_maps(b, d).dtype == np.uint32
+    assert instances_from_offsets(b, d).dtype == np.uint32
 
 
 def _disc_window(size: int, cy: float, cx: float, r: float) -> torch.Tensor:

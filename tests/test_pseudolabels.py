@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from conftest import render_nuclei
-from zeropath.nuclei.points import Points
+from zeropath.nuclei.centres import Points
 from zeropath.nuclei.pseudolabels import (
     BACKGROUND,
     IGNORE,

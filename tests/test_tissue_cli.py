@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from zeropath.cli.main import cli
-from zeropath.models.encoders.synthetic import SyntheticEncoder
+from zeropath.testing.synthetic import SyntheticEncoder
 
 COLOURS = {"tumor": (200, 60, 60), "stroma": (60, 200, 60), "fat": (60, 60, 200)}
 PROMPTS = """\

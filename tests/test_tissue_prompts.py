@@ -222,7 +222,7 @@ def test_class_embeddings_average_every_name_in_every_template():
 
 
 def test_class_embeddings_with_the_synthetic_encoder_are_its_class_vectors():
-    from zeropath.models.encoders.synthetic import SyntheticEncoder
+    from zeropath.testing.synthetic import SyntheticEncoder
 
     enc = SyntheticEncoder({"tumor": (130, 60, 140), "stroma": (230, 150, 190)})
     p = parse_prompts({"classes": {"tumor": ["tumor", "tumor cells"], "stroma": ["stroma"]}})

@@ -14,8 +14,8 @@ from scipy import ndimage as ndi
 
 from conftest import render_nuclei
 from zeropath.errors import ConfigError
-from zeropath.models.encoders.synthetic import SyntheticEncoder
 from zeropath.run.batch import run_many
+from zeropath.testing.synthetic import SyntheticEncoder
 from zeropath.tissue.grid import ScoreGrid, resolve_tiling
 from zeropath.tissue.prompts import class_embeddings, parse_prompts
 from zeropath.tissue.scoring import class_map, mean_scores, smooth_scores
@@ -452,7 +452,7 @@ def test_dask_gives_the_serial_results(tmp_path, batch_inputs):
 def test_encoder_ref_travels_by_name():
     import pickle
 
-    from zeropath.models.encoders.base import get_encoder
+    from zeropath.models.encoders import get_encoder
 
     ref = EncoderRef.of(get_encoder("synthetic"), spec="synthetic")
     clone = pickle.loads(pickle.dumps(ref))

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import render_nuclei
 from zeropath.errors import ModelError
+from zeropath.nuclei.centres import Points
 from zeropath.nuclei.detect import Detector
-from zeropath.nuclei.points import Points
 from zeropath.nuclei.vlm_detect import TextPromptDetector, _tile_origins
 
 transformers = pytest.importorskip("transformers")

@@ -17,8 +17,8 @@ from conftest import render_nuclei
 torch = pytest.importorskip("torch")
 tifffile = pytest.importorskip("tifffile")
 
-from zeropath.nuclei.fit import FitOptions, fit_zanet  # noqa: E402
-from zeropath.nuclei.instances import instances_from_maps  # noqa: E402
+from zeropath.nuclei.fit import ZANetFitOptions, fit_zanet  # noqa: E402
+from zeropath.nuclei.instances import instances_from_interior  # noqa: E402
 from zeropath.nuclei.pseudolabels import (  # noqa: E402
     BACKGROUND,
     BOUNDARY,
@@ -32,7 +32,7 @@ from zeropath.nuclei.pseudolabels import (  # noqa: E402
 from zeropath.nuclei.zanet import ZANetModel, ZANetSegmenter  # noqa: E402
 
 MPP = 0.5
-TINY = FitOptions(
+TINY = ZANetFitOptions(
     refine_rounds=1,
     refine_epochs=0.5,
     segnet_iterations=60,
@@ -41,7 +41,6 @@ TINY = FitOptions(
     segnet_widths=(8, 16),
     segnet_crop=64,
     segnet_batch=4,
-    threads=1,
 )
 
 
@@ -124,22 +123,53 @@ def test_save_load_round_trip(fitted) -> None:
     assert again.segnet.n_classes == 3
 
 
-def test_load_fills_missing_instance_settings(fitted, tmp_path) -> None:
-    import json
+def _edited_copy(out: Path, tmp_path: Path, edit) -> Path:
     import shutil
 
-    from zeropath.nuclei.zanet import InstanceParams
+    d = tmp_path / "edited"
+    shutil.copytree(out, d)
+    meta = json.loads((d / "model.json").read_text())
+    edit(meta)
+    (d / "model.json").write_text(json.dumps(meta))
+    return d
+
+
+def test_a_missing_or_unknown_setting_is_refused(fitted, tmp_path) -> None:
+    from zeropath.errors import ModelError
 
     _, out, _ = fitted
-    old = tmp_path / "old"
-    shutil.copytree(out, old)
-    meta = json.loads((old / "model.json").read_text())
-    # a model saved before the interior-peak markers, and one with a setting from the future
-    meta["instances"] = {"threshold": 0.4, "marker_threshold": 0.5, "from_the_future": 1}
-    (old / "model.json").write_text(json.dumps(meta))
-    params = ZANetModel.load(old).instances
-    assert params.threshold == 0.4
-    assert params.marker_h == InstanceParams().marker_h > 0
+    assert json.loads((out / "model.json").read_text())["format"] == "zeropath.zanet/2"
+    missing = _edited_copy(out, tmp_path / "a", lambda m: m["instances"].pop("marker_h"))
+    with pytest.raises(ModelError, match="lacks marker_h"):
+        ZANetModel.load(missing)
+    future = _edited_copy(out, tmp_path / "b", lambda m: m["instances"].update(from_the_future=1))
+    with pytest.raises(ModelError, match=r"unknown setting.*from_the_future"):
+        ZANetModel.load(future)
+    no_tile = _edited_copy(out, tmp_path / "c", lambda m: m.pop("tile"))
+    with pytest.raises(ModelError, match="lacks halo_um"):
+        ZANetSegmenter(no_tile)
+
+
+def test_a_v1_model_is_migrated_explicitly_and_says_so(fitted, tmp_path) -> None:
+    from zeropath.nuclei.zanet import V1_MIGRATION
+
+    _, out, _ = fitted
+
+    def to_v1(meta):  # a model saved before the interior-peak markers and the tile spec
+        meta["format"] = "zeropath.zanet/1"
+        meta.pop("tile")
+        meta["instances"] = {"threshold": 0.4, "marker_threshold": 0.5}
+
+    old = _edited_copy(out, tmp_path, to_v1)
+    model = ZANetModel.load(old)
+    assert model.instances.threshold == 0.4  # what the file says wins
+    assert model.instances.marker_h == V1_MIGRATION["instances"]["marker_h"] == 0.3
+    assert model.tile.halo_um == 24.0
+    migrated = ZANetSegmenter(old).describe()["params"]["migrated"]
+    assert migrated["from"] == "zeropath.zanet/1"
+    assert migrated["instances"]["marker_h"] == 0.3 and "threshold" not in migrated["instances"]
+    assert migrated["tile"]["halo_um"] == 24.0
+    assert "migrated" not in ZANetSegmenter(out).describe()["params"]  # a complete model
 
 
 def test_segmenter_on_tile_returns_sane_labels(fitted) -> None:
@@ -180,14 +210,14 @@ def test_instances_from_maps_splits_touching() -> None:
     interior = np.zeros_like(fg)
     interior[13:27, 13:27] = 1.0
     interior[13:27, 33:47] = 1.0
-    labels = instances_from_maps(fg, interior, None, MPP, min_area_um2=1.0)
+    labels = instances_from_interior(fg, interior, None, MPP, min_area_um2=1.0)
     assert labels.max() == 2
     # a component with no interior marker is seeded by a point, or stays one object
     fg2 = fg.copy()
     fg2[33:38, 5:12] = 1.0
-    assert instances_from_maps(fg2, interior, [[8, 35]], MPP, min_area_um2=1.0).max() == 3
-    assert instances_from_maps(fg2, interior, None, MPP, min_area_um2=1.0).max() == 3
-    assert instances_from_maps(fg * 0, interior, None, MPP).max() == 0
+    assert instances_from_interior(fg2, interior, [[8, 35]], MPP, min_area_um2=1.0).max() == 3
+    assert instances_from_interior(fg2, interior, None, MPP, min_area_um2=1.0).max() == 3
+    assert instances_from_interior(fg * 0, interior, None, MPP).max() == 0
 
 
 def test_stain_normalise_brings_a_pale_image_to_the_reference() -> None:

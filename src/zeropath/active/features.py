@@ -528,14 +528,17 @@ def get_extractor(
     **options: Any,
 ) -> FeatureExtractor:
     """``histology``, ``encoder:NAME`` (a registered encoder or local directory) or
-    ``mobilesam`` / ``encoder:mobilesam``; :class:`ConfigError` for anything else."""
+    ``mobilesam`` / ``encoder:mobilesam`` (the ``features`` rows of the model registry);
+    :class:`ConfigError` for anything else."""
+    from zeropath.models.registry import factory, find
+
     spec = spec.strip()
-    if spec == "histology":
-        return HistologyFeatures(cell=cell, **options)
-    if spec in ("mobilesam", "encoder:mobilesam"):
-        return MobileSAMFeatures(cell=cell, **options)
+    name = spec.removeprefix("encoder:") if spec == "encoder:mobilesam" else spec
+    row = find("features", name)
+    if row is not None:
+        return factory(row)(cell=cell, **options)
     if spec.startswith("encoder:") and len(spec) > len("encoder:"):
-        from zeropath.models.encoders.base import get_encoder
+        from zeropath.models.encoders import get_encoder
 
         return EncoderFeatures(get_encoder(spec[len("encoder:") :], device), cell=cell, **options)
     raise ConfigError(

@@ -237,6 +237,7 @@ def run_segmentation(
     scheduler: str | None,
     overwrite: bool = False,
     input_failures: list | None = None,
+    overlap_um: float | None = None,
 ) -> None:
     """The body shared by ``nuclei segment`` and ``points segment``.
 
@@ -265,6 +266,7 @@ def run_segmentation(
         "workers": workers,
         "scheduler": scheduler,
         "tile_um": tile_um,
+        "overlap_um": overlap_um,
         "overwrite": overwrite,
     }
     per_input = {
@@ -277,7 +279,7 @@ def run_segmentation(
             out_dir,
             segmenter,
             mpp=mpp,
-            options=SegmentOptions(tile_um=tile_um),
+            options=SegmentOptions(tile_um=tile_um, overlap_um=overlap_um),
             workers=workers,
             scheduler=scheduler,
             progress=progress,

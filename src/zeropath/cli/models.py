@@ -16,15 +16,26 @@ def models() -> None:
 
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also show the test-only encoders (synthetic, test-tiny) of zeropath.testing.",
+)
 @handle_errors
-def list_command(as_json: bool) -> None:
-    """Show each model's task, licence, size, checksum and whether it is cached, then the
-    vision-language encoders with their licence, gating and commercial-use terms."""
+def list_command(as_json: bool, show_all: bool) -> None:
+    """Show each model file's task, licence, size, checksum and whether it is cached; the
+    vision-language encoders with their licence, gating and commercial-use terms; and the
+    nucleus segmenters, detectors and feature extractors."""
     from zeropath.models import cache, registry
-    from zeropath.models.encoders import list_encoders
 
-    specs = registry.list_specs()
-    encoders = list_encoders()
+    specs = [s for s in registry.list_specs() if show_all or not s.test_only]
+    encoders = registry.list_encoders(test_only=show_all)
+    others = [
+        s
+        for s in registry.rows(test_only=show_all)
+        if s.kind in ("segmenter", "segmenter-format", "detector", "features")
+    ]
     if as_json:
         rows = []
         for spec in specs:
@@ -32,22 +43,12 @@ def list_command(as_json: bool) -> None:
             row["cached"] = registry.is_cached(spec)
             row["path"] = str(registry.cache_location(spec))
             rows.append(row)
-        enc_rows = [
-            {
-                "name": info.name,
-                "licence": info.licence,
-                "gated": info.gated,
-                "commercial_use": info.commercial_use,
-                "hub_id": info.hub_id,
-                "revision": info.revision,
-                "mpp": info.mpp,
-                "input_size": info.input_size,
-                "extra": info.extra,
-                "description": info.description,
-            }
-            for info in encoders
-        ]
-        payload = {"cache": str(cache.models_dir()), "models": rows, "encoders": enc_rows}
+        payload = {
+            "cache": str(cache.models_dir()),
+            "models": rows,
+            "encoders": [s.to_dict() for s in encoders],
+            "components": [s.to_dict() for s in others],
+        }
         click.echo(json.dumps(payload, indent=2))
         return
 
@@ -70,10 +71,10 @@ def list_command(as_json: bool) -> None:
             spec.name,
             spec.task,
             spec.licence,
-            "yes" if spec.gated else "no",
+            _yes(spec.gated),
             "?" if spec.size is None else f"{spec.size / 1e6:.1f}",
-            "yes" if registry.is_cached(spec) else "no",
-            spec.sha256[:12],
+            _yes(registry.is_cached(spec)),
+            str(spec.sha256)[:12],
         )
     enc_table = Table(
         title="vision-language encoders (--encoder NAME or a local directory)", title_justify="left"
@@ -84,17 +85,41 @@ def list_command(as_json: bool) -> None:
         enc_table.add_row(
             info.name,
             info.licence,
-            "yes" if info.gated else "no",
-            "yes" if info.commercial_use else "no",
-            "?" if info.mpp is None else f"{info.mpp:g}",
+            _yes(info.gated),
+            _yes(info.commercial_use),
+            _mpp(info.mpp),
             "?" if info.input_size is None else str(info.input_size),
             _hub_source(info.hub_id, info.revision),
+        )
+    other_table = Table(
+        title="nucleus segmenters (--model), model directory formats, detectors, features",
+        title_justify="left",
+    )
+    for column in ("name", "kind", "licence", "µm/px", "weights", "description"):
+        other_table.add_column(column, no_wrap=column != "description")
+    for spec in others:
+        other_table.add_row(
+            spec.name,
+            spec.kind,
+            spec.licence,
+            _mpp(spec.mpp),
+            "yes" if spec.has_weights else "-",
+            spec.description,
         )
     console = Console()
     if not console.is_terminal:  # pipes and tests: do not squeeze the table into 80 columns
         console = Console(width=200)
     console.print(table)
     console.print(enc_table)
+    console.print(other_table)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _mpp(mpp: float | None) -> str:
+    return "?" if mpp is None else f"{mpp:g}"
 
 
 def _hub_source(hub_id: str | None, revision: str | None) -> str:

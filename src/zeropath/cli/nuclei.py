@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,45 +22,17 @@ from zeropath.cli.common import (
     threads_option,
     workers_option,
 )
-from zeropath.errors import ConfigError, ModelError
+from zeropath.errors import ConfigError
+from zeropath.models.registry import DEFAULT_SEGMENTER, get_segmenter
 
-#: Segmenters the CLI knows by name. Without ``--model`` the bundled label-free ZA-Net model
-#: runs (``zanet-default``); an installation without it falls back to ``classical``.
-BUILTIN_MODELS = ("zanet-default", "classical", "instanseg-brightfield-nuclei")
-DEFAULT_MODEL = "zanet-default"
+#: Without ``--model`` the bundled label-free ZA-Net model runs; an installation without it
+#: falls back to ``classical`` (see :func:`zeropath.models.registry.get_segmenter`).
+DEFAULT_MODEL = DEFAULT_SEGMENTER
 
 
 def load_segmenter(name: str | None):
-    """Resolve ``--model`` (a built-in name or a ``nuclei fit`` model directory) to a segmenter."""
-    from zeropath.nuclei.zanet import MODEL_JSON, ZANetSegmenter, bundled_model_dir
-
-    if name is None or name == "zanet-default":
-        bundled = bundled_model_dir()
-        if (bundled / MODEL_JSON).is_file():
-            return ZANetSegmenter(bundled, name="zanet-default")
-        if name is not None:
-            raise ModelError(
-                f"the bundled model is missing from this installation ({bundled}); "
-                "reinstall zeropath or pass --model classical"
-            )
-        name = "classical"
-    if name == "classical":
-        from zeropath.nuclei.classical import ClassicalSegmenter
-
-        return ClassicalSegmenter()
-    if name == "instanseg-brightfield-nuclei":
-        from zeropath.nuclei.instanseg import InstanSegSegmenter
-
-        return InstanSegSegmenter()
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return ZANetSegmenter(path)
-    if path.name == MODEL_JSON and path.is_file():
-        return ZANetSegmenter(path.parent)
-    raise ModelError(
-        f"unknown nucleus model {name!r}: not a model directory (model.json) and not one of "
-        f"{', '.join(BUILTIN_MODELS)}"
-    )
+    """Resolve ``--model`` (a registered segmenter name or a model directory) to a segmenter."""
+    return get_segmenter(name)
 
 
 @click.group()
@@ -66,25 +40,38 @@ def nuclei() -> None:
     """Nucleus instance segmentation."""
 
 
+#: core size of a tile when neither ``--tile-um`` nor the model's tile spec gives one
+DEFAULT_TILE_UM = 256.0
+
+
 @nuclei.command("segment")
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @out_option
 @click.option(
-    "--model", "model", default=None, help=f"Model name or path (default: {DEFAULT_MODEL})."
+    "--model",
+    "model",
+    default=None,
+    help=f"Model name or directory (`nuclei fit` or `points fit`; default: {DEFAULT_MODEL}).",
 )
 @mpp_option
 @device_option("a learned model (ZA-Net, InstanSeg)")
 @workers_option
 @scheduler_option
+@threads_option
 @click.option(
     "--sample", is_flag=True, help="Add the bundled sample slide (CMU-1-Small-Region.svs)."
 )
 @click.option(
     "--tile-um",
     type=click.FloatRange(min=16.0),
-    default=256.0,
-    show_default=True,
-    help="Tile core size in µm.",
+    default=None,
+    help=f"Tile core size in µm (default: the model's, else {DEFAULT_TILE_UM:g}).",
+)
+@click.option(
+    "--overlap",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Context read around each tile core on every side, in µm (default: the model's halo).",
 )
 @overwrite_option
 @handle_errors
@@ -96,8 +83,10 @@ def segment(
     device: str,
     workers: int,
     scheduler: str | None,
+    threads: int | None,
     sample: bool,
-    tile_um: float,
+    tile_um: float | None,
+    overlap: float | None,
     overwrite: bool,
 ) -> None:
     """Segment nuclei in images, slides or directories of them.
@@ -114,23 +103,73 @@ def segment(
         paths.append(bundled_sample())
     if not paths:
         raise click.UsageError("give at least one INPUT (or --sample)")
+    segment_inputs(
+        paths,
+        Path(out),
+        lambda: load_segmenter(model),
+        "nuclei segment",
+        mpp=mpp,
+        device=device,
+        workers=workers,
+        scheduler=scheduler,
+        threads=threads,
+        tile_um=tile_um,
+        overlap_um=overlap,
+        overwrite=overwrite,
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    """Torch's CPU thread count, set once per command here (library code leaves it alone)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def segment_inputs(
+    paths: list[Path],
+    out_dir: Path,
+    load: Callable[[], Any],
+    command: str,
+    *,
+    mpp: float | None,
+    device: str,
+    workers: int,
+    scheduler: str | None,
+    threads: int | None,
+    tile_um: float | None,
+    overwrite: bool,
+    overlap_um: float | None = None,
+) -> None:
+    """The body of ``nuclei segment`` (and of its alias ``points segment``): check the device,
+    set torch's threads once, load the segmenter (``load()``, only when an input exists), move
+    it to the device and run the batch with the model's tile size unless ``tile_um`` is given.
+    """
     from zeropath.models.device import resolve_device
 
     device = resolve_device(device)
     files, missing = expand_inputs(paths)
-    out_dir = Path(out)
-    segmenter = load_segmenter(model) if files else None
+    set_threads(threads)
+    segmenter = load() if files else None
     if segmenter is not None and device != "cpu":
         if not hasattr(segmenter, "to"):
             raise ConfigError(f"--device {device}: the {segmenter.name} model runs on the CPU only")
         segmenter.to(device)
+    if tile_um is None:
+        spec = getattr(segmenter, "tile", None)
+        tile_um = getattr(spec, "tile_um", None) or DEFAULT_TILE_UM
+    parameters: dict[str, Any] = {"command": command, "device": device}
+    if threads is not None:
+        parameters["threads"] = threads
     run_segmentation(
         files,
         out_dir,
         segmenter,
-        {"command": "nuclei segment", "device": device},
+        parameters,
         mpp=mpp,
         tile_um=tile_um,
+        overlap_um=overlap_um,
         workers=workers,
         scheduler=scheduler,
         overwrite=overwrite,
@@ -217,17 +256,17 @@ def fit(
 
     Reads pixels only, never labels. Use the result with `nuclei segment --model OUT`.
     """
-    from zeropath.nuclei.fit import FitOptions, fit_zanet
-    from zeropath.nuclei.zanet import model_sha256
+    from zeropath.nuclei.fit import ZANetFitOptions, fit_zanet
+    from zeropath.nuclei.modeldir import model_sha256
 
-    options = FitOptions(
+    set_threads(threads)
+    options = ZANetFitOptions(
         seed=seed,
         refine_rounds=rounds,
         refine_epochs=refine_epochs,
         segnet_iterations=iterations,
         self_train_rounds=self_train_rounds,
         self_train_iterations=self_train_iterations,
-        threads=threads,
         detector=detector,
         detector_model=detector_model,
         prompts=tuple(prompts),

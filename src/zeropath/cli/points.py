@@ -8,13 +8,11 @@ import click
 
 from zeropath.cli.common import (
     Progress,
-    expand_inputs,
     handle_errors,
     model_out_option,
     mpp_option,
     out_option,
     overwrite_option,
-    run_segmentation,
     scheduler_option,
     threads_option,
     workers_option,
@@ -93,11 +91,13 @@ def fit(
 
     Use the result with `points segment --model OUT`.
     """
-    from zeropath.points.fit import FitOptions
-    from zeropath.points.model import model_sha256
+    from zeropath.cli.nuclei import set_threads
+    from zeropath.nuclei.modeldir import model_sha256
+    from zeropath.points.fit import PointsFitOptions
     from zeropath.points.train import DEFAULT_WORK_MPP, fit_points_files
 
-    options = FitOptions(
+    set_threads(threads)
+    options = PointsFitOptions(
         steps=steps,
         decoder_warmup_steps=decoder_warmup_steps,
         decoder_polish_steps=decoder_polish_steps,
@@ -117,7 +117,6 @@ def fit(
             mpp=mpp,
             work_mpp=work_mpp or DEFAULT_WORK_MPP,
             options=options,
-            threads=threads,
             progress=progress,
             command=command,
         )
@@ -158,31 +157,24 @@ def segment(
 ) -> None:
     """Segment nuclei with a points model (no prompts needed).
 
-    Writes STEM.labels.tif, STEM.geojson, STEM.csv, STEM.overlay.png and STEM.run.json per
-    input and run.json into --out; complete, current outputs are skipped (--overwrite).
+    An alias of `nuclei segment --model MODEL`: writes STEM.labels.tif, STEM.geojson,
+    STEM.csv, STEM.overlay.png and STEM.run.json per input and run.json into --out; complete,
+    current outputs are skipped (--overwrite).
     """
+    from zeropath.cli.nuclei import segment_inputs
     from zeropath.points.model import PointsSegmenter
 
-    files, missing = expand_inputs(list(inputs))
-    out_dir = Path(out)
-    if not files:
-        run_segmentation([], out_dir, None, {}, mpp, 0.0, workers, scheduler, False, missing)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
     path = model.parent if model.name == "model.json" else model
-    segmenter = PointsSegmenter(path)
-    tile_um = segmenter.tile_um()
-    run_segmentation(
-        files,
-        out_dir,
-        segmenter,
-        {"command": "points segment", "threads": threads},
+    segment_inputs(
+        list(inputs),
+        Path(out),
+        lambda: PointsSegmenter(path),
+        "points segment",
         mpp=mpp,
-        tile_um=tile_um,
+        device="cpu",
         workers=workers,
         scheduler=scheduler,
+        threads=threads,
+        tile_um=None,
         overwrite=overwrite,
-        input_failures=missing,
     )

@@ -138,7 +138,7 @@ def segment(
     import time
 
     from zeropath.io.writers import write_run_json
-    from zeropath.models.encoders.base import get_encoder
+    from zeropath.models.encoders import get_encoder
     from zeropath.run.batch import run_many
     from zeropath.tissue.cache import default_cache_dir
     from zeropath.tissue.grid import resolve_tiling

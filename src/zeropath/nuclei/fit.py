@@ -9,7 +9,11 @@
 4. a segmentation network (background / interior / boundary) trained on them with a loss that
    ignores unsure pixels and strong stain jitter, then self-training on its confident pixels.
 
-Only image pixels are read: this module never opens a label file.
+Only image pixels are read: this module never opens a label file. :func:`fit_zanet` is the
+library fit function (files in, :class:`~zeropath.nuclei.zanet.ZANetModel` out), as
+:func:`zeropath.points.fit.fit_points` is for points models. It is deterministic for
+``options.seed`` (each network seeds its own initialisation and keeps the caller's random
+state); torch's thread count is the caller's (``nuclei fit --threads`` sets it once).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ ProgressFn = Callable[[int, int | None, str], None]
 
 
 @dataclass(frozen=True)
-class FitOptions:
+class ZANetFitOptions:
     """Settings of :func:`fit_zanet` (defaults chosen on the Kumar train/val images)."""
 
     seed: int = 0
@@ -57,7 +61,6 @@ class FitOptions:
     stain_normalise: bool = True
     hed_sigma: float = 0.15  # segnet stain jitter (multiplicative, fraction)
     hed_bias: float = 0.05  # segnet stain jitter (additive, OD)
-    threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,13 +80,13 @@ class TrainingImage:
 def collect_training_images(
     paths: Sequence[str | os.PathLike[str]],
     mpp: float | None = None,
-    options: FitOptions | None = None,
+    options: ZANetFitOptions | None = None,
 ) -> list[TrainingImage]:
     """Read every input at :data:`WORK_MPP`: plain images whole, slides as tissue tiles."""
     from zeropath.io.reader import list_inputs, open_image
     from zeropath.io.tiler import Box, plan_tiles, read_box
 
-    opts = options or FitOptions()
+    opts = options or ZANetFitOptions()
     out: list[TrainingImage] = []
     for path in list_inputs(paths):
         with open_image(path, mpp=mpp) as src:
@@ -127,32 +130,31 @@ def collect_training_images(
     return out
 
 
-def coarse_detector(options: FitOptions) -> Any:
-    """The stage-1 detector named by ``options.detector``; loads text-prompt weights eagerly.
+def coarse_detector(options: ZANetFitOptions) -> Any:
+    """The stage-1 detector named by ``options.detector`` (a ``detector`` row of the model
+    registry); loads text-prompt weights eagerly.
 
     A missing ``transformers`` or missing weights is a :class:`~zeropath.errors.ModelError`
     that says how to get them, raised before any training starts.
     """
-    from zeropath.nuclei.detect import StainPriorDetector
+    from zeropath.models.registry import find, get_detector, rows
 
-    if options.detector == "stain":
-        return StainPriorDetector()
-    if options.detector == "text":
-        from zeropath.nuclei.vlm_detect import DEFAULT_MODEL, DEFAULT_PROMPTS, TextPromptDetector
-
-        det = TextPromptDetector(
-            model=options.detector_model or DEFAULT_MODEL,
-            prompts=options.prompts or DEFAULT_PROMPTS,
-        )
-        return det.load()
-    raise ValueError(f"unknown detector {options.detector!r}: use 'stain' or 'text'")
+    spec = find("detector", options.detector)
+    if spec is None:
+        known = "' or '".join(s.name for s in rows("detector"))
+        raise ValueError(f"unknown detector {options.detector!r}: use '{known}'")
+    fields = dict(spec.meta.get("options", {}))  # factory keyword -> ZANetFitOptions field
+    kw = {k: getattr(options, f) for k, f in fields.items() if getattr(options, f)}
+    det = get_detector(spec.name, **kw)
+    load = getattr(det, "load", None)
+    return load() if callable(load) else det
 
 
 def fit_zanet(
     paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str] | None = None,
     mpp: float | None = None,
-    options: FitOptions | None = None,
+    options: ZANetFitOptions | None = None,
     progress: ProgressFn | None = None,
     on_stage: Callable[[str, Any], None] | None = None,
 ) -> ZANetModel:
@@ -173,10 +175,7 @@ def fit_zanet(
     from zeropath.nuclei.refine import fit_refiner
     from zeropath.nuclei.segnet import fit_segnet
 
-    opts = options or FitOptions()
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    torch.manual_seed(opts.seed)
+    opts = options or ZANetFitOptions()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -271,6 +270,7 @@ def fit_zanet(
             "zeropath": __version__,
             "command": "nuclei fit",
             "options": opts.to_dict(),
+            "threads": torch.get_num_threads(),
             "mpp_override": mpp,
             "inputs": sorted({(d.source, d.sha256) for d in data}),
             "n_training_images": len(data),

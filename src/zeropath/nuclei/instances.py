@@ -1,11 +1,22 @@
-"""Nucleus instances from a probability map, seeded by detected points.
+"""Nucleus instances from network maps: the post-processing shared by every learned segmenter.
 
-The binary mask is ``prob > threshold`` with small holes filled and small objects removed (sizes
-in µm²). Markers are the detected points that fall inside the mask (points closer than
-``merge_um`` count once), plus distance-transform maxima in the components that hold no point
-(all components when no points are given). A marker watershed on the inverted probability
-(blended, by default only when there are no points, with the inverted normalised distance to
-the background) then splits touching nuclei along the probability valleys and the mask's necks.
+Three methods, one per kind of map, all ending in the same drop-small + relabel step
+(:func:`zeropath.io.morphology.drop_small_labels`, labels ``1..N``):
+
+* :func:`instances_from_probability` — a nucleus probability map seeded by detected points
+  (two-class ZA-Net networks). The binary mask is ``prob > threshold`` with small holes filled
+  and small objects removed (sizes in µm²). Markers are the detected points that fall inside
+  the mask (points closer than ``merge_um`` count once), plus distance-transform maxima in the
+  components that hold no point (all components when no points are given). A marker watershed
+  on the inverted probability (blended, by default only when there are no points, with the
+  inverted normalised distance to the background) then splits touching nuclei along the
+  probability valleys and the mask's necks.
+* :func:`instances_from_interior` — foreground + interior maps of a three-class network
+  (background / interior / boundary; ZA-Net), markers at the interior peaks (sizes in µm²).
+* :func:`instances_from_offsets` — foreground ``B`` + HoVer-style x/y offsets ``D`` of the
+  prompt-free decoder (points models), markers at the low-energy cores (sizes in map pixels).
+
+In all three a mask component that no marker reached stays one nucleus.
 """
 
 from __future__ import annotations
@@ -14,6 +25,15 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from zeropath.io.morphology import drop_small_labels
+
+__all__ = [
+    "binary_mask",
+    "boundary_energy",
+    "instances_from_interior",
+    "instances_from_offsets",
+    "instances_from_probability",
+    "interior_peaks",
+]
 
 
 def _as_xy(points: object) -> np.ndarray:
@@ -208,7 +228,7 @@ def interior_peaks(
     return cand[kept | alive]
 
 
-def instances_from_maps(
+def instances_from_interior(
     fg: np.ndarray,
     interior: np.ndarray,
     points: object | None = None,
@@ -253,15 +273,9 @@ def instances_from_maps(
         markers = np.zeros(fg.shape, np.int32)
         markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, n + 1)
     else:
-        markers, n = ndi.label((interior > marker_threshold) & mask)
-        if n:
-            size = np.bincount(markers.ravel(), minlength=n + 1)
-            ok = size >= max(1, int(round(min_marker_um2 / mpp**2)))
-            ok[0] = False
-            lut = np.zeros(n + 1, np.int32)
-            lut[ok] = np.arange(1, int(ok.sum()) + 1)
-            markers = lut[markers]
-            n = int(ok.sum())
+        core = ndi.label((interior > marker_threshold) & mask)[0]
+        markers = drop_small_labels(core, int(round(min_marker_um2 / mpp**2))).astype(np.int32)
+        n = int(markers.max())
     comp, n_comp = ndi.label(mask)
     seeded = np.zeros(n_comp + 1, bool)
     seeded[np.unique(comp[markers > 0])] = True
@@ -276,9 +290,86 @@ def instances_from_maps(
         markers[rc[:, 0], rc[:, 1]] = np.arange(n + 1, n + len(rc) + 1)
         n += len(rc)
         seeded[np.unique(comp[markers > 0])] = True
-    orphan = ~seeded[comp]
-    if orphan.any():  # a mask component without any marker stays one object
-        extra, _ = ndi.label(orphan)
-        markers = np.where(orphan, extra + n, markers)
+    markers = _seed_orphans(markers, n, comp, seeded)
     labels = segmentation.watershed(1.0 - interior, markers, mask=mask)
     return drop_small_labels(labels, int(round(min_area_um2 / mpp**2)))
+
+
+def _seed_orphans(markers: np.ndarray, n: int, comp: np.ndarray, seeded: np.ndarray) -> np.ndarray:
+    """``markers`` (``1..n``) plus one marker per mask component (``comp``) not ``seeded``:
+    a component that no marker reached stays one object."""
+    orphan = ~seeded[comp]
+    if not orphan.any():
+        return markers
+    extra, _ = ndi.label(orphan)
+    return np.where(orphan, extra + n, markers)
+
+
+def boundary_energy(offsets: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """``max(−∂x/∂col, −∂y/∂row, 0)`` of ``(2, H, W)`` offsets, per pixel (units: offset per
+    pixel, so about 1 across a +1 → −1 jump and ``2 / diameter`` nowhere inside a nucleus)."""
+    d = np.asarray(offsets, np.float64)
+    if d.ndim != 3 or d.shape[0] != 2:
+        raise ValueError(f"expected (2, H, W) offsets, got shape {d.shape}")
+    h, v = d
+    if sigma > 0:
+        h, v = ndi.gaussian_filter(h, sigma), ndi.gaussian_filter(v, sigma)
+    dh = ndi.sobel(h, axis=1) / 8.0
+    dv = ndi.sobel(v, axis=0) / 8.0
+    return np.maximum(np.maximum(-dh, -dv), 0.0).astype(np.float32)
+
+
+def instances_from_offsets(
+    prob: np.ndarray,
+    offsets: np.ndarray,
+    threshold: float = 0.5,
+    edge_threshold: float = 0.4,
+    marker_radius: float = 0.7,
+    sigma: float = 1.0,
+    min_marker_px: int = 4,
+    min_area_px: int = 10,
+    fill_holes_px: int = 16,
+) -> np.ndarray:
+    """uint32 instance labels from a foreground probability ``B`` ``(H, W)`` and ``(2, H, W)``
+    offsets ``D`` (sizes in pixels of the maps; the caller converts µm with its mpp).
+
+    The offsets follow :func:`zeropath.points.targets.distance_targets`: inside a nucleus the
+    x map rises from −1 to +1 left to right (the y map top to bottom), and where two nuclei
+    touch it drops from +1 back to −1. The post-processing (after HoVer-Net) therefore
+
+    1. thresholds ``B`` (small holes filled, specks dropped) into the foreground mask;
+    2. measures a boundary energy (:func:`boundary_energy`) of the Gaussian-smoothed offset
+       maps — only *drops* count, so a nucleus' own slope is ignored;
+    3. takes as markers the connected parts of the mask with low energy and ``|D|`` below
+       ``marker_radius`` (the nucleus cores), at least ``min_marker_px`` large;
+    4. floods ``|D| + energy`` from the markers within the mask (marker watershed); a mask
+       component no marker reached stays one nucleus; fragments below ``min_area_px`` are
+       dropped.
+    """
+    from skimage import segmentation
+
+    prob = np.asarray(prob, np.float32)
+    d = np.asarray(offsets, np.float32)
+    if prob.ndim != 2 or d.shape != (2, *prob.shape):
+        raise ValueError(f"expected (H, W) and (2, H, W) maps, got {prob.shape} and {d.shape}")
+    mask = prob > threshold
+    if fill_holes_px > 0:
+        holes, _ = ndi.label(ndi.binary_fill_holes(mask) & ~mask)
+        small = np.bincount(holes.ravel()) <= fill_holes_px
+        small[0] = False
+        mask = mask | small[holes]
+    mask = drop_small_labels(ndi.label(mask)[0], min_area_px) > 0
+    if not mask.any():
+        return np.zeros(prob.shape, np.uint32)
+    energy = boundary_energy(d, sigma)
+    radius = np.hypot(d[0], d[1])
+    core = mask & (energy < edge_threshold) & (radius < marker_radius)
+    markers = drop_small_labels(ndi.label(core)[0], min_marker_px).astype(np.int64)
+    n = int(markers.max())
+    comp, _ = ndi.label(mask)
+    seeded = np.zeros(int(comp.max()) + 1, bool)
+    seeded[np.unique(comp[markers > 0])] = True
+    seeded[0] = True
+    markers = _seed_orphans(markers, n, comp, seeded)
+    labels = segmentation.watershed(radius + energy, markers, mask=mask)
+    return drop_small_labels(labels, min_area_px)

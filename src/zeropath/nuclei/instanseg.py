@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from zeropath.nuclei.base import Segmenter, TileSpec
 from zeropath.stain import as_rgb
 
 MODEL_NAME = "instanseg-brightfield-nuclei"
@@ -26,14 +27,16 @@ def percentile_normalise(rgb: np.ndarray, low: float = 0.1, high: float = 99.9) 
     return ((x - lo) / np.maximum(hi - lo, 1e-3)).astype(np.float32)
 
 
-class InstanSegSegmenter:
-    """Engine-compatible wrapper around the InstanSeg TorchScript model."""
+class InstanSegSegmenter(Segmenter):
+    """The InstanSeg TorchScript model as a :class:`~zeropath.nuclei.base.Segmenter` (the
+    engine gives it tiles at 0.5 µm/px; threads are the CLI's, set once)."""
 
     name = MODEL_NAME
     target_mpp = 0.5
-    halo_um = 16.0
+    tile = TileSpec(halo_um=16.0)
+    devices = ("cpu", "cuda", "mps")
 
-    def __init__(self, path: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | None = None) -> None:
         from zeropath.models import get_spec, resolve
         from zeropath.models.weights import verify_file
 
@@ -44,7 +47,6 @@ class InstanSegSegmenter:
         #: the digest of the file, checked now (a damaged cached copy is refused before any
         #: input is read) and again against the bytes each process loads (``_load``)
         self.sha256: str | None = verify_file(self._path, self.expected_sha256, name=self._name)
-        self._threads = threads
         self._model: Any = None
         self.device = "cpu"
 
@@ -73,11 +75,9 @@ class InstanSegSegmenter:
             self._model.to(self.device)
         return self._model
 
-    def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
+    def segment_work(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
         import torch
 
-        if self._threads:
-            torch.set_num_threads(self._threads)
         x = percentile_normalise(rgb)
         h, w = x.shape[:2]
         ph, pw = (-h) % 32, (-w) % 32

@@ -78,7 +78,7 @@ def _params(params: PseudoLabelParams | None, overrides: dict[str, object]) -> P
 
 
 def _as_xy(points: object) -> np.ndarray:
-    """``(N, 2)`` float64 (x, y) from a :class:`~zeropath.nuclei.points.Points` or an array."""
+    """``(N, 2)`` float64 (x, y) from a :class:`~zeropath.nuclei.centres.Points` or an array."""
     xy = getattr(points, "xy", points)
     xy = np.asarray(xy, np.float64).reshape(-1, 2)
     return xy
@@ -518,7 +518,7 @@ def make_pseudolabels(
 ) -> np.ndarray:
     """Pseudo-label (``uint8``: 0 background, 1 nucleus, 255 ignore) for one image.
 
-    ``points`` is a :class:`~zeropath.nuclei.points.Points` or ``(N, 2)`` (x, y) pixel
+    ``points`` is a :class:`~zeropath.nuclei.centres.Points` or ``(N, 2)`` (x, y) pixel
     coordinates on ``rgb``; ``use`` picks the sources among :data:`SOURCES`; ``sam_mask`` (an
     instance or binary mask array on the same grid) joins the consensus via :func:`mask_label`.
     Settings: ``params`` updated by keyword ``overrides`` (fields of

@@ -35,8 +35,8 @@ from scipy import ndimage as ndi
 
 from zeropath.errors import ModelError
 from zeropath.nuclei.augment import d4, d4_inverse, hed_jitter
+from zeropath.nuclei.centres import Points, match_counts, nms_points
 from zeropath.nuclei.detect import WORK_MPP, Detector, from_work, to_work
-from zeropath.nuclei.points import Points, match_counts, nms_points
 
 __all__ = [
     "FitSettings",
@@ -200,25 +200,13 @@ class Refiner:
         n = self.config.tta_views if views is None else views
         return self.predict_views(rgb, _views(n)).mean(axis=0)
 
-    def _predict_one(self, rgb: np.ndarray, k: int) -> np.ndarray:
-        img = d4(rgb, k)
-        h, w = img.shape[:2]
+    def _predict_one(self, rgb: np.ndarray, k: int, overlap: int = 32) -> np.ndarray:
+        from zeropath.io.dense import predict_tiled
+
+        # Tile origins on multiples of 4 px keep the net's stride-2 and pooling grids aligned,
+        # so tiled and whole-image maps agree (``overlap`` px of context per side).
         tile = max(128, int(self.config.tile_px))
-        if h <= tile and w <= tile:
-            out = self._forward(img)
-        else:
-            out = np.zeros((h, w), np.float32)
-            # Tile origins on multiples of 4 px keep the net's stride-2 and pooling grids
-            # aligned, so tiled and whole-image maps agree.
-            margin = 32
-            step = max(4, (tile - 2 * margin) // 4 * 4)
-            for r0 in range(0, h, step):
-                for c0 in range(0, w, step):
-                    rr0, cc0 = max(0, r0 - margin), max(0, c0 - margin)
-                    rr1, cc1 = min(h, r0 + step + margin), min(w, c0 + step + margin)
-                    pred = self._forward(img[rr0:rr1, cc0:cc1])
-                    r1, c1 = min(h, r0 + step), min(w, c0 + step)
-                    out[r0:r1, c0:c1] = pred[r0 - rr0 : r1 - rr0, c0 - cc0 : c1 - cc0]
+        out = predict_tiled(self._forward, d4(rgb, k), tile, overlap, align=4)
         return d4_inverse(out, k)
 
     def _forward(self, rgb: np.ndarray) -> np.ndarray:
@@ -406,8 +394,9 @@ def fit_refiner(
     entry["n_targets"] = int(sum(len(d.targets) for d in data))
     history.append(entry)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    from zeropath.nuclei.base import torch_seed
+
+    with torch_seed(seed):
         net = ConfNet(cfg.channels).to(memory_format=torch.channels_last)
     refiner = Refiner(net, cfg)
 

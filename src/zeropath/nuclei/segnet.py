@@ -138,12 +138,12 @@ class SegNet:
         """
         import torch
 
+        from zeropath.io.tiler import needs_resample, resize_rgb
+
         rgb = as_rgb(rgb)
         h0, w0 = rgb.shape[:2]
         work = rgb
-        if mpp is not None and abs(mpp / self.mpp - 1.0) > 0.05:
-            from zeropath.io.tiler import resize_rgb
-
+        if mpp is not None and needs_resample(mpp, self.mpp):
             s = mpp / self.mpp
             work = resize_rgb(rgb, (max(8, round(h0 * s)), max(8, round(w0 * s))))
         if self.normalise:
@@ -205,22 +205,12 @@ class SegNet:
     def _tiled(
         self, rgb: np.ndarray, tta: bool, tile: int, overlap: int, full: bool = False
     ) -> np.ndarray:
+        from zeropath.io.dense import predict_tiled
+
         m = 2 ** (len(self.unet_config.widths) - 1)
-        h, w = rgb.shape[:2]
         tile = max(m * 4, (tile // m) * m)
         overlap = max(0, min(overlap, tile // 4))
-        if h <= tile and w <= tile:
-            return self._padded(rgb, tta, m, full)
-        out = np.zeros(((self.n_classes,) if full else ()) + (h, w), np.float32)
-        step = tile - 2 * overlap
-        for y0 in range(0, h, step):
-            for x0 in range(0, w, step):
-                ry0, rx0 = max(0, y0 - overlap), max(0, x0 - overlap)
-                ry1, rx1 = min(h, y0 + step + overlap), min(w, x0 + step + overlap)
-                p = self._padded(rgb[ry0:ry1, rx0:rx1], tta, m, full)
-                cy1, cx1 = min(h, y0 + step), min(w, x0 + step)
-                out[..., y0:cy1, x0:cx1] = p[..., y0 - ry0 : cy1 - ry0, x0 - rx0 : cx1 - rx0]
-        return out
+        return predict_tiled(lambda crop: self._padded(crop, tta, m, full), rgb, tile, overlap)
 
     def _padded(self, rgb: np.ndarray, tta: bool, m: int, full: bool = False) -> np.ndarray:
         h, w = rgb.shape[:2]
@@ -476,15 +466,17 @@ def fit_segnet(
 
     import torch
 
+    from zeropath.nuclei.base import torch_seed
+
     p = replace(params or FitParams(), **overrides)
     if len(images) == 0:
         raise ValueError("fit_segnet needs at least one image")
     if len(images) != len(pseudolabels):
         raise ValueError("images and pseudolabels differ in number")
     cfg = unet or DEFAULT_UNET
-    torch.manual_seed(p.seed)
     rng = np.random.default_rng(p.seed)
-    model = build_unet(cfg).to(memory_format=torch.channels_last)
+    with torch_seed(p.seed):  # seeded init, the caller's random state kept
+        model = build_unet(cfg).to(memory_format=torch.channels_last)
     labels = [np.asarray(lab, np.uint8) for lab in pseudolabels]
     if p.normalise:  # the network sees normalised stains; _self_label's predictions do too
         train_images = [stain_normalise(img) for img in images]

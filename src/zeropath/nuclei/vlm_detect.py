@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from zeropath.errors import ModelError
+from zeropath.nuclei.centres import Points, nms_points
 from zeropath.nuclei.detect import from_work, to_work
-from zeropath.nuclei.points import Points, nms_points
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_PROMPTS", "TextPromptDetector", "weights_help"]
 

@@ -1,18 +1,24 @@
 """The label-free nucleus model (ZA-Net style): refiner + segmentation network + instances.
 
-A model directory holds ``model.json`` (configuration and fit provenance) and ``weights.pt``
-(plain tensors, loaded with ``torch.load(weights_only=True)``). :class:`ZANetSegmenter` runs it
-through the tile engine: detect nucleus centres with the refined confidence-map network,
-predict nucleus probability with the segmentation network, and split touching nuclei with a
-watershed seeded by the detected centres; a three-class network (background / interior /
-boundary) seeds it with the maxima of its interior probability instead (those standing out
-from their saddle, so that touching nuclei with joined interiors still part), and the centres
-only seed the nuclei no interior maximum reached.
+A model directory (:mod:`zeropath.nuclei.modeldir`: ``model.json`` + ``weights.pt``, one sha256
+rule) holds the complete configuration — ``work_mpp``, the tile spec (``tile``) and every
+instance setting (``instances``) — and the fit provenance; the weights hold the refiner's and
+the segmentation network's state dicts. :class:`ZANetSegmenter` runs it through the tile
+engine: detect nucleus centres with the refined confidence-map network, predict nucleus
+probability with the segmentation network, and split touching nuclei with a watershed seeded by
+the detected centres; a three-class network (background / interior / boundary) seeds it with
+the maxima of its interior probability instead (those standing out from their saddle, so that
+touching nuclei with joined interiors still part), and the centres only seed the nuclei no
+interior maximum reached.
+
+Formats: ``zeropath.zanet/2`` records every setting; loading one that lacks a setting is an
+error. ``zeropath.zanet/1`` (before 0.2) may lack settings added later (``marker_h``,
+``marker_sigma_um``, ``tile``, …): they are filled from :data:`V1_MIGRATION`, the values the
+code assumed for such files, and ``describe()`` lists what was filled under ``migrated``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +27,47 @@ from typing import Any
 import numpy as np
 
 from zeropath.errors import ModelError
+from zeropath.nuclei.base import Segmenter, TileSpec
+from zeropath.nuclei.modeldir import (
+    MODEL_JSON,
+    WEIGHTS,
+    combined_sha256,
+    complete_config,
+    model_sha256,
+    read_model_json,
+    save_model_dir,
+)
 
-FORMAT = "zeropath.zanet/1"
+__all__ = [
+    "FORMAT",
+    "FORMATS",
+    "MODEL_JSON",
+    "V1_MIGRATION",
+    "WEIGHTS",
+    "WORK_MPP",
+    "InstanceParams",
+    "ZANetModel",
+    "ZANetSegmenter",
+    "bundled_model_dir",
+    "model_sha256",
+]
+
+FORMAT = "zeropath.zanet/2"
+#: the formats :meth:`ZANetModel.load` reads (``/1`` through :data:`V1_MIGRATION`)
+FORMATS = (FORMAT, "zeropath.zanet/1")
+#: the µm/px ``nuclei fit`` trains at (a model's own is its ``work_mpp``)
 WORK_MPP = 0.5
-MODEL_JSON = "model.json"
-WEIGHTS = "weights.pt"
+#: the tile spec ``nuclei fit`` writes: context around each tile core
+DEFAULT_TILE = TileSpec(halo_um=24.0)
 
 
 @dataclass
 class InstanceParams:
-    """How the probability map and the points become instances (see ``instances.py``)."""
+    """How the probability map and the points become instances (see ``instances.py``).
+
+    The defaults are what ``nuclei fit`` writes into a new model; a loaded model takes every
+    value from its ``model.json``.
+    """
 
     threshold: float = 0.5
     min_area_um2: float = 4.0
@@ -49,9 +86,28 @@ class InstanceParams:
         return dict(self.__dict__)
 
 
+#: ``zeropath.zanet/1`` files written before a setting existed ran with these values (the
+#: code's defaults of 0.1.x, frozen here): a /1 file lacking one is upgraded with them,
+#: explicitly, and the filled settings are reported by ``describe()["params"]["migrated"]``.
+V1_MIGRATION: dict[str, dict[str, Any]] = {
+    "model": {"work_mpp": 0.5},
+    "instances": {
+        "threshold": 0.5,
+        "min_area_um2": 4.0,
+        "distance_weight": 0.5,
+        "tta": False,
+        "marker_threshold": 0.5,
+        "marker_h": 0.3,
+        "marker_sigma_um": 0.25,
+        "use_points": True,
+    },
+    "tile": {"halo_um": 24.0, "tile_um": None, "tile_px": None, "overlap_px": None},
+}
+
+
 @dataclass
 class ZANetModel:
-    """A fitted model: the two networks, instance settings and provenance."""
+    """A fitted model: the two networks, its complete settings and provenance."""
 
     refiner: Any  # zeropath.nuclei.refine.Refiner
     segnet: Any  # zeropath.nuclei.segnet.SegNet
@@ -59,59 +115,47 @@ class ZANetModel:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: SHA-256 of the model as loaded (``model.json`` + ``weights.pt``; see :func:`model_sha256`)
     sha256: str | None = None
+    work_mpp: float = WORK_MPP
+    tile: TileSpec = DEFAULT_TILE
+    #: settings a ``zeropath.zanet/1`` file lacked, filled from :data:`V1_MIGRATION`
+    migrated: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, model_dir: str | os.PathLike[str]) -> Path:
-        """Write ``model.json`` and ``weights.pt`` atomically into ``model_dir``."""
-        import torch
-
-        from zeropath.io.writers import atomic_write
-
-        out = Path(model_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out / WEIGHTS) as tmp:
-            torch.save(
-                {"refiner": self.refiner.state_dict(), "segnet": self.segnet.state_dict()}, tmp
-            )
-        meta = {
+    def config(self) -> dict[str, Any]:
+        """The complete ``model.json`` (format, settings, provenance)."""
+        return {
             "format": FORMAT,
-            "work_mpp": WORK_MPP,
+            "work_mpp": float(self.work_mpp),
+            "tile": self.tile.to_dict(),
             "instances": self.instances.to_dict(),
             "provenance": self.provenance,
         }
-        with atomic_write(out / MODEL_JSON) as tmp:
-            Path(tmp).write_text(json.dumps(meta, indent=2, default=_json_default))
-        return out
+
+    def save(self, model_dir: str | os.PathLike[str]) -> Path:
+        """Write ``model.json`` and ``weights.pt`` atomically into ``model_dir``."""
+        state = {"refiner": self.refiner.state_dict(), "segnet": self.segnet.state_dict()}
+        return save_model_dir(model_dir, self.config(), state)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike[str], sha256: str | None = None) -> ZANetModel:
-        """Load a model directory; a missing, foreign or damaged directory is a ModelError.
+        """Load a model directory; a missing, foreign, incomplete or damaged one is a
+        ModelError.
 
         Both files are hashed as they are read; the model's ``sha256`` (see
         :func:`model_sha256`) is that of the bytes loaded, and must equal ``sha256`` when given.
         Weights that lack an entry, are damaged, or do not fit their configuration raise a
         :class:`~zeropath.errors.WeightsError` of one line naming ``weights.pt``.
         """
-        import hashlib
-
         from zeropath.errors import ChecksumError, WeightsError
         from zeropath.models import weights
         from zeropath.nuclei.refine import Refiner
         from zeropath.nuclei.segnet import SegNet
 
         d = Path(model_dir)
-        try:
-            raw = (d / MODEL_JSON).read_bytes()
-            meta = json.loads(raw)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{d}: not a zeropath nucleus model directory ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            fmt = meta.get("format") if isinstance(meta, dict) else None
-            raise ModelError(f"{d}: unknown model format {fmt!r}")
+        meta, json_sha = read_model_json(d, FORMATS)
+        settings = _settings(meta, d)
         path = d / WEIGHTS
         loaded = weights.load_state_dict(path)
-        digest = _combined_sha256(
-            {MODEL_JSON: hashlib.sha256(raw).hexdigest(), WEIGHTS: loaded.sha256}
-        )
+        digest = combined_sha256(json_sha, loaded.sha256)
         if sha256 is not None and digest != sha256:
             raise ChecksumError(
                 f"{d}: the model changed since it was opened (sha256 {digest[:12]}…, expected "
@@ -136,26 +180,24 @@ class ZANetModel:
         return cls(
             refiner=parts["refiner"],
             segnet=parts["segnet"],
-            instances=_instance_params(meta.get("instances", {})),
             provenance=meta.get("provenance", {}),
             sha256=digest,
+            **settings,
         )
 
     def segment_work(self, rgb: np.ndarray) -> np.ndarray:
-        """Instance labels of an RGB image already at :data:`WORK_MPP`."""
-        from zeropath.nuclei.instances import instances_from_probability
+        """Instance labels of an RGB image already at the model's ``work_mpp``."""
+        from zeropath.nuclei.instances import instances_from_interior, instances_from_probability
 
         p = self.instances
         if getattr(self.segnet, "n_classes", 2) == 3:
-            from zeropath.nuclei.instances import instances_from_maps
-
             maps = self.segnet.predict_maps(rgb, tta=p.tta)
             points = self.refiner.detect_work(rgb) if p.use_points else None
-            return instances_from_maps(
+            return instances_from_interior(
                 1.0 - maps[0],
                 maps[1],
                 points,
-                mpp=WORK_MPP,
+                mpp=self.work_mpp,
                 threshold=p.threshold,
                 marker_threshold=p.marker_threshold,
                 marker_h=p.marker_h,
@@ -167,54 +209,35 @@ class ZANetModel:
         return instances_from_probability(
             prob,
             points,
-            mpp=WORK_MPP,
+            mpp=self.work_mpp,
             threshold=p.threshold,
             min_area_um2=p.min_area_um2,
             distance_weight=p.distance_weight,
         )
 
 
-def _instance_params(d: dict[str, Any]) -> InstanceParams:
-    """:class:`InstanceParams` from ``model.json``: missing settings take their defaults
-    (models saved before they existed), unknown ones (from a newer version) are ignored."""
-    from dataclasses import fields
-
-    known = {f.name for f in fields(InstanceParams)}
-    return InstanceParams(**{k: v for k, v in d.items() if k in known})
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def model_sha256(model_dir: str | os.PathLike[str]) -> str:
-    """Checksum of a model: ``model.json`` and ``weights.pt``, by name and content.
-
-    Other files in the directory (a README, notes) do not change a model's identity.
-    """
-    from zeropath.models.cache import sha256_file
-
-    digests = {}
-    for name in (MODEL_JSON, WEIGHTS):
-        path = Path(model_dir) / name
-        if path.is_file():
-            digests[name] = sha256_file(path)
-    return _combined_sha256(digests)
-
-
-def _combined_sha256(digests: dict[str, str]) -> str:
-    """The digest of ``name NUL filedigest LF`` over ``model.json`` then ``weights.pt``."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name in (MODEL_JSON, WEIGHTS):
-        if name in digests:
-            h.update(f"{name}\0{digests[name]}\n".encode())
-    return h.hexdigest()
+def _settings(meta: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The model's settings from ``model.json``, complete: every one must be there (a /1 file
+    is upgraded explicitly from :data:`V1_MIGRATION`, what was filled kept in ``migrated``)."""
+    v1 = meta.get("format") == "zeropath.zanet/1"
+    migrated: dict[str, Any] = {}
+    if "work_mpp" in meta:
+        work_mpp = float(meta["work_mpp"])
+    elif v1:
+        work_mpp = migrated["work_mpp"] = V1_MIGRATION["model"]["work_mpp"]
+    else:
+        raise ModelError(f"{where}: model.json lacks work_mpp")
+    out: dict[str, Any] = {"work_mpp": work_mpp}
+    for key, cls in (("instances", InstanceParams), ("tile", TileSpec)):
+        value, filled = complete_config(
+            cls, meta.get(key), f"{where}: {key}", V1_MIGRATION[key] if v1 else None
+        )
+        out[key] = value
+        if filled:
+            migrated[key] = filled
+    if migrated:
+        migrated = {"from": meta["format"], **migrated}
+    return {**out, "migrated": migrated}
 
 
 def bundled_model_dir() -> Path:
@@ -224,11 +247,10 @@ def bundled_model_dir() -> Path:
     return Path(str(files("zeropath") / "data" / "models" / "zanet-default"))
 
 
-class ZANetSegmenter:
-    """Engine-compatible segmenter around a :class:`ZANetModel` directory."""
+class ZANetSegmenter(Segmenter):
+    """The engine's segmenter around a :class:`ZANetModel` directory."""
 
-    target_mpp = WORK_MPP
-    halo_um = 24.0
+    devices = ("cpu", "cuda", "mps")
 
     def __init__(
         self, model_dir: str | os.PathLike[str], name: str | None = None, device: str = "cpu"
@@ -245,6 +267,8 @@ class ZANetSegmenter:
         # file is one error before any input is read; workers reload the same bytes
         self._model: ZANetModel | None = ZANetModel.load(self.model_dir)
         self.sha256 = self._model.sha256
+        self.target_mpp = self._model.work_mpp
+        self.tile = self._model.tile
         self.to(device)
 
     def to(self, device: str) -> ZANetSegmenter:
@@ -270,26 +294,18 @@ class ZANetSegmenter:
             self.to(self.device)
         return self._model
 
-    def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
-        from zeropath.io.tiler import resize_labels
-        from zeropath.nuclei.detect import to_work
-
-        work, _ = to_work(rgb, mpp, WORK_MPP)
-        labels = self.model.segment_work(work)
-        if labels.shape != rgb.shape[:2]:
-            labels = resize_labels(labels, rgb.shape[:2])
-        return labels.astype(np.uint32, copy=False)
+    def segment_work(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
+        return self.model.segment_work(rgb)
 
     def describe(self) -> dict[str, Any]:
         m = self.model
-        return {
-            "name": self.name,
-            "sha256": m.sha256,
-            "params": {
-                "path": str(self.model_dir),
-                "device": self.device,
-                "work_mpp": WORK_MPP,
-                "instances": m.instances.to_dict(),
-                "fit": m.provenance.get("command"),
-            },
+        params: dict[str, Any] = {
+            "path": str(self.model_dir),
+            "device": self.device,
+            "work_mpp": m.work_mpp,
+            "instances": m.instances.to_dict(),
+            "fit": m.provenance.get("command"),
         }
+        if m.migrated:
+            params["migrated"] = m.migrated
+        return {"name": self.name, "sha256": m.sha256, "params": params}

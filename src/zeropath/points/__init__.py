@@ -9,14 +9,18 @@ Module map:
   instance map and HoVer-style offset targets.
 * :mod:`zeropath.points.losses` — BCE + soft IoU, offset L1, instance contrastive loss with its
   projection head and prototype, weighted total.
-* :mod:`zeropath.points.instances` — instances from the prompt-free maps ``B`` and ``D``.
 * :mod:`zeropath.points.windows` — point prompts decoded on local embedding windows (cheap,
   differentiable) and the targets computed on those windows.
-* :mod:`zeropath.points.fit` — the training loop on SAM-sized crops (:func:`~.fit.fit_points`)
-  and prompt-free prediction at any image size (:func:`~.fit.predict_maps`).
+* :mod:`zeropath.points.fit` — the library fit function: the training loop on SAM-sized crops
+  (:func:`~.fit.fit_points`, arrays in, model out) and prompt-free prediction at any image size
+  (:func:`~.fit.predict_maps`).
 * :mod:`zeropath.points.train` — ``points fit`` on files (points files, resampling, saving).
-* :mod:`zeropath.points.model` — model directory save/load and :class:`~.model.PointsSegmenter`
-  (the tile-engine adapter behind ``points segment``).
+* :mod:`zeropath.points.model` — the model directory (:mod:`zeropath.nuclei.modeldir` format)
+  and :class:`~.model.PointsSegmenter`, a :class:`zeropath.nuclei.base.Segmenter` run by
+  ``nuclei segment --model DIR`` (``points segment`` is its alias).
+
+Instances come from the prompt-free maps ``B`` and ``D`` through
+:func:`zeropath.nuclei.instances.instances_from_offsets` (the shared post-processing).
 
 Model parts live under :mod:`zeropath.models`: encoder adapters in
 :mod:`zeropath.models.mobilesam.adapters`, the prompt-free decoder in

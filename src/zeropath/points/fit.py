@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zeropath.io.tiler import spread_starts as crop_starts
 from zeropath.models.mobilesam.sam import PIXEL_MEAN, MobileSAM
 from zeropath.models.nuclei_decoder import NucleiDecoder
 from zeropath.points.losses import (
@@ -44,7 +45,7 @@ from zeropath.points.targets import IGNORE, alpha_schedule, distance_targets
 from zeropath.points.windows import decode_windows, smallest_mask, window_targets
 
 __all__ = [
-    "FitOptions",
+    "PointsFitOptions",
     "PointsModel",
     "crop_starts",
     "fit_points",
@@ -59,7 +60,7 @@ PAD_RGB = tuple(int(round(v)) for v in PIXEL_MEAN)
 
 
 @dataclass(frozen=True)
-class FitOptions:
+class PointsFitOptions:
     """Training settings (``adapter_lr`` for the encoder adapters, ``lr`` for the decoder and
     projection head). ``ema_steps`` is the paper's ``T`` (``None``: half of ``steps``);
     during the first ``warmup_steps`` (``None``: a fifth of ``steps``) the consensus labels
@@ -127,15 +128,6 @@ class _Crop:
     emb: torch.Tensor  # (1, C, e, e) float16 base embedding (decoder warm-up input)
 
 
-def crop_starts(length: int, size: int, overlap: int = 0) -> list[int]:
-    """Start offsets of windows of ``size`` covering ``[0, length)`` with at least ``overlap``
-    pixels shared by neighbours, evenly spread (one window when ``length <= size``)."""
-    if length <= size:
-        return [0]
-    n = math.ceil((length - overlap) / max(1, size - overlap))
-    return [int(round(i * (length - size) / (n - 1))) for i in range(n)]
-
-
 def pad_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     """``rgb`` (at most ``size`` square) in the top-left of a ``size²`` mean-colour canvas."""
     h, w = rgb.shape[:2]
@@ -189,7 +181,7 @@ def recentre_clicks(
 
 
 def _decode_base(
-    sam: MobileSAM, features: torch.Tensor, coords: torch.Tensor, opts: FitOptions
+    sam: MobileSAM, features: torch.Tensor, coords: torch.Tensor, opts: PointsFitOptions
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Frozen-model window logits ``(N, L, L)`` of each click's chosen output, the choice
     ``(N,)`` and the low-res window origins ``(N, 2)``."""
@@ -207,7 +199,7 @@ def _prepare_crops(
     predictor,
     rgb: np.ndarray,
     xy: np.ndarray,
-    opts: FitOptions,
+    opts: PointsFitOptions,
     recentre_px: float = 0.0,
 ) -> list[_Crop]:
     s = sam.img_size
@@ -260,7 +252,7 @@ def _decoder_losses(
     emb: torch.Tensor,
     m_u: np.ndarray,
     crop: _Crop,
-    opts: FitOptions,
+    opts: PointsFitOptions,
     gen: torch.Generator,
     use_decoder: bool,
 ) -> tuple[torch.Tensor, dict[str, np.ndarray], dict[str, float]]:
@@ -299,7 +291,7 @@ def _step(
     model: PointsModel,
     crop: _Crop,
     alpha: float,
-    opts: FitOptions,
+    opts: PointsFitOptions,
     gen: torch.Generator,
     warm: bool = False,
 ):
@@ -327,7 +319,7 @@ def _step(
 
 
 def _ema_target(
-    model: PointsModel, crop: _Crop, emb: torch.Tensor, alpha: float, opts: FitOptions
+    model: PointsModel, crop: _Crop, emb: torch.Tensor, alpha: float, opts: PointsFitOptions
 ) -> np.ndarray:
     """``m_u = α·m_base + (1 − α)·m_adapt`` of every prompt of ``crop`` (no gradients)."""
     m_base = crop.m_base.float()
@@ -347,7 +339,7 @@ def _train_decoder(
     targets: list[np.ndarray],
     steps: int,
     use_decoder: bool,
-    opts: FitOptions,
+    opts: PointsFitOptions,
     gen: torch.Generator,
     stage: str,
     progress: ProgressFn | None,
@@ -383,23 +375,40 @@ def fit_points(
     images: list[np.ndarray],
     points: list[np.ndarray],
     mpp: float,
-    options: FitOptions | None = None,
+    options: PointsFitOptions | None = None,
     sam: MobileSAM | None = None,
     cache_dir: str | None = None,
     progress: ProgressFn | None = None,
 ) -> PointsModel:
     """Adapt ``sam`` (default: the official MobileSAM) to RGB ``images`` at ``mpp`` µm/px
     (the working resolution: nothing is resampled here) with one ``(N, 2)`` xy click per
-    nucleus in ``points``; returns the fitted :class:`PointsModel`."""
+    nucleus in ``points``; returns the fitted :class:`PointsModel`.
+
+    Deterministic for ``options.seed``: torch's generator is seeded for the fit only
+    (:func:`zeropath.nuclei.base.torch_seed`), the caller's random state is left as it was."""
+    from zeropath.nuclei.base import torch_seed
+
+    with torch_seed((options or PointsFitOptions()).seed):
+        return _fit_points(images, points, mpp, options, sam, cache_dir, progress)
+
+
+def _fit_points(
+    images: list[np.ndarray],
+    points: list[np.ndarray],
+    mpp: float,
+    options: PointsFitOptions | None,
+    sam: MobileSAM | None,
+    cache_dir: str | None,
+    progress: ProgressFn | None,
+) -> PointsModel:
     from zeropath.models.mobilesam.adapters import add_adapters, freeze_base
     from zeropath.models.mobilesam.predictor import SamPredictor
     from zeropath.models.mobilesam.sam import load_mobilesam
 
-    opts = options or FitOptions()
+    opts = options or PointsFitOptions()
     if len(images) != len(points) or not images:
         raise ValueError(f"{len(images)} images for {len(points)} point sets")
     t0 = time.perf_counter()
-    torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     sam = (sam if sam is not None else load_mobilesam()).eval()
     predictor = SamPredictor(sam, cache_size=1, cache_dir=cache_dir, chunk_size=opts.chunk)
@@ -514,34 +523,18 @@ def _maps_of_crop(model: PointsModel, rgb: np.ndarray) -> tuple[np.ndarray, np.n
     return torch.sigmoid(maps[0]).numpy(), maps[1:].clamp(-1, 1).numpy()
 
 
-def _keep_spans(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
-    """Per window, the ``[lo, hi)`` image range it owns: overlaps split at their middle."""
-    spans = []
-    for i, s in enumerate(starts):
-        lo = 0 if i == 0 else (s + min(starts[i - 1] + size, length)) // 2
-        hi = length if i == len(starts) - 1 else (starts[i + 1] + min(s + size, length)) // 2
-        spans.append((lo, hi))
-    return spans
-
-
 @torch.no_grad()
 def predict_maps(
     model: PointsModel, rgb: np.ndarray, overlap: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prompt-free ``B`` probability ``(H, W)`` and offsets ``(2, H, W)`` of an image at the
-    model's µm/px, computed in ``img_size`` crops overlapping by ``overlap`` pixels (default
-    an eighth of a crop) and stitched at the middle of each overlap."""
-    sam = model.sam
-    s = sam.img_size
-    rgb = _as_rgb(rgb)
-    h, w = rgb.shape[:2]
-    ov = s // 8 if overlap is None else int(overlap)
-    prob = np.zeros((h, w), np.float32)
-    offsets = np.zeros((2, h, w), np.float32)
-    ys, xs = crop_starts(h, s, ov), crop_starts(w, s, ov)
-    for y0, (ylo, yhi) in zip(ys, _keep_spans(ys, s, h), strict=True):
-        for x0, (xlo, xhi) in zip(xs, _keep_spans(xs, s, w), strict=True):
-            p, d = _maps_of_crop(model, rgb[y0 : y0 + s, x0 : x0 + s])
-            prob[ylo:yhi, xlo:xhi] = p[ylo - y0 : yhi - y0, xlo - x0 : xhi - x0]
-            offsets[:, ylo:yhi, xlo:xhi] = d[:, ylo - y0 : yhi - y0, xlo - x0 : xhi - x0]
-    return prob, offsets
+    model's µm/px, computed in ``img_size`` crops spread evenly with at least ``overlap``
+    pixels of context on each inner side (default a sixteenth of a crop, so neighbours share
+    an eighth) and stitched at the middle of each overlap."""
+    from zeropath.io.dense import predict_tiled
+
+    s = model.sam.img_size
+    ov = s // 16 if overlap is None else int(overlap)
+    return predict_tiled(
+        lambda crop: _maps_of_crop(model, crop), _as_rgb(rgb), s, ov, layout="spread"
+    )

@@ -1,58 +1,86 @@
-"""A fitted point-supervised model on disk, and its tile-engine adapter.
+"""A fitted point-supervised model on disk, and its segmenter.
 
-A model directory holds ``model.json`` (format, base model reference, architecture, working
-µm/px, instance settings, fit provenance) and ``weights.pt`` (``{"adapters", "decoder",
-"head"}`` state dicts of plain tensors, loaded with ``torch.load(weights_only=True)``). The base
-MobileSAM weights are **not** copied: ``model.json`` names them (registry name + sha256) and
-:func:`load_base` fetches them from the model registry when the model is loaded.
+A model directory (:mod:`zeropath.nuclei.modeldir`: ``model.json`` + ``weights.pt``, one sha256
+rule) holds in ``model.json`` the format, the base model reference, the architecture, the
+working µm/px, the tile spec, every instance setting and the fit provenance, and in
+``weights.pt`` the ``{"adapters", "decoder", "head"}`` state dicts (plain tensors, loaded with
+``torch.load(weights_only=True)``). The base MobileSAM weights are **not** copied: ``model.json``
+names them (registry name + sha256) and :func:`load_base` fetches them from the model registry
+when the model is loaded.
 
-:class:`PointsSegmenter` runs a model through :func:`zeropath.run.segment.segment_input`:
-the engine resamples each tile to the model's µm/px; the tile (core + halo) is one SAM input
-(:meth:`PointsSegmenter.tile_um`), larger inputs are cut into overlapping SAM crops; the adapted
-encoder and the prompt-free decoder give ``B`` and ``D`` and
-:func:`~zeropath.points.instances.instances_from_maps` the nuclei. No prompt is needed.
+:class:`PointsSegmenter` is a :class:`zeropath.nuclei.base.Segmenter` run by ``nuclei segment
+--model DIR`` (``points segment`` is an alias): the engine reads each tile at the model's µm/px;
+the tile (core + halo) is one SAM input (``tile.tile_um``), larger inputs are cut into
+overlapping SAM crops; the adapted encoder and the prompt-free decoder give ``B`` and ``D`` and
+:func:`~zeropath.nuclei.instances.instances_from_offsets` the nuclei. No prompt is needed.
+
+Formats: ``zeropath.points/2`` records every setting (a missing one is an error);
+``zeropath.points/1`` files are upgraded explicitly from :data:`V1_MIGRATION` (reported by
+``describe()`` under ``migrated``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zeropath.errors import ModelError
+from zeropath.nuclei import modeldir
+from zeropath.nuclei.base import Segmenter, TileSpec
+from zeropath.nuclei.modeldir import MODEL_JSON, WEIGHTS, model_sha256
 
 __all__ = [
     "FORMAT",
+    "FORMATS",
     "MODEL_JSON",
+    "V1_MIGRATION",
     "WEIGHTS",
+    "PointsInstanceParams",
     "PointsSegmenter",
     "base_id",
     "load_base",
     "load_points_model",
     "model_sha256",
+    "read_meta",
     "save_points_model",
 ]
 
-FORMAT = "zeropath.points/1"
-MODEL_JSON = "model.json"
-WEIGHTS = "weights.pt"
+FORMAT = "zeropath.points/2"
+#: the formats this module reads (``/1`` through :data:`V1_MIGRATION`)
+FORMATS = (FORMAT, "zeropath.points/1")
 BASE_NAME = "mobilesam"
-#: instance settings, in pixels of the decoder maps (4 working pixels each); edge threshold and
-#: marker radius chosen on kumar_val maps of a model fitted on 4 kumar_train images
-DEFAULT_INSTANCES: dict[str, float] = {
-    "threshold": 0.5,
-    "edge_threshold": 0.25,
-    "marker_radius": 0.5,
-    "sigma": 1.0,
-    "min_marker_px": 4,
-    "min_area_px": 10,
-    "fill_holes_px": 16,
-}
 DEFAULT_HALO_UM = 12.0
+
+
+@dataclass(frozen=True)
+class PointsInstanceParams:
+    """Instance settings, in pixels of the decoder maps (4 working pixels each); the defaults
+    (what ``points fit`` writes: edge threshold and marker radius chosen on kumar_val maps of a
+    model fitted on 4 kumar_train images) are never used for a loaded model."""
+
+    threshold: float = 0.5
+    edge_threshold: float = 0.25
+    marker_radius: float = 0.5
+    sigma: float = 1.0
+    min_marker_px: int = 4
+    min_area_px: int = 10
+    fill_holes_px: int = 16
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: ``zeropath.points/1`` files ran with these values where a setting was missing (the code's
+#: defaults of 0.1.x, frozen here); a /1 file is upgraded with them, explicitly.
+V1_MIGRATION: dict[str, Any] = {
+    "instances": PointsInstanceParams().to_dict(),
+    "halo_um": DEFAULT_HALO_UM,
+}
 
 
 def base_id(sam) -> str:
@@ -85,53 +113,32 @@ def _config_from_json(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
 
 
-def model_sha256(model_dir: str | os.PathLike[str]) -> str:
-    """Checksum of a model directory (its files, by name and content)."""
-    from zeropath.models import digest
-
-    return digest(Path(model_dir))
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def save_points_model(
     model,
     model_dir: str | os.PathLike[str],
     base: dict[str, Any],
     options=None,
     halo_um: float = DEFAULT_HALO_UM,
-    instances: dict[str, float] | None = None,
+    instances: PointsInstanceParams | None = None,
 ) -> Path:
     """Write ``model`` (a :class:`~zeropath.points.fit.PointsModel`) into ``model_dir``:
-    ``weights.pt`` (adapters, decoder, head) and ``model.json``. ``base`` is the base model
-    reference ``{"name", "sha256", "config"}``; ``options`` the
-    :class:`~zeropath.points.fit.FitOptions` used (recorded)."""
-    import torch
-
-    from zeropath.io.writers import atomic_write
+    ``weights.pt`` (adapters, decoder, head) and the complete ``model.json``. ``base`` is the
+    base model reference ``{"name", "sha256", "config"}``; ``options`` the
+    :class:`~zeropath.points.fit.PointsFitOptions` used (recorded)."""
     from zeropath.models.mobilesam.adapters import adapter_state_dict
 
-    out = Path(model_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {
         "adapters": adapter_state_dict(model.sam),
         "decoder": {k: v.detach().cpu() for k, v in model.decoder.state_dict().items()},
         "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
     }
-    with atomic_write(out / WEIGHTS) as tmp:
-        torch.save(state, tmp)
     head = model.head
+    img_size = int((base.get("config") or {}).get("img_size", model.sam.img_size))
     meta = {
         "format": FORMAT,
         "base": base,
         "work_mpp": float(model.mpp),
-        "halo_um": float(halo_um),
+        "tile": _tile_spec(float(halo_um), float(model.mpp), img_size).to_dict(),
         "decoder": {"in_chans": model.decoder.in_chans, "widths": list(model.decoder.widths)},
         "head": {
             "in_dim": head.fc1.in_channels,
@@ -139,35 +146,61 @@ def save_points_model(
             "out_dim": head.fc2.out_channels,
         },
         "window_cells": getattr(options, "window_cells", None),
-        "instances": dict(instances or DEFAULT_INSTANCES),
+        "instances": (instances or PointsInstanceParams()).to_dict(),
         "fit_options": _options_dict(options),
         "provenance": model.provenance,
         "history": [
             h for i, h in enumerate(model.history) if i % 10 == 0 or i >= len(model.history) - 5
         ],
     }
-    with atomic_write(out / MODEL_JSON) as tmp:
-        Path(tmp).write_text(json.dumps(meta, indent=2, default=_json_default))
-    return out
+    return modeldir.save_model_dir(model_dir, meta, state)
+
+
+def _tile_spec(halo_um: float, mpp: float, img_size: int) -> TileSpec:
+    """Tiles whose core with its halo on both sides is one SAM input of ``img_size`` px."""
+    halo_px = int(np.ceil(halo_um / mpp))
+    core_um = max(16.0, (img_size - 2 * halo_px - 2) * mpp)
+    return TileSpec(halo_um=halo_um, tile_um=core_um, tile_px=img_size)
 
 
 def _options_dict(options) -> dict[str, Any] | None:
     if options is None:
         return None
-    d = asdict(options)
-    return json.loads(json.dumps(d, default=_json_default))
+    return json.loads(json.dumps(asdict(options), default=modeldir.json_default))
 
 
 def read_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    d = Path(model_dir)
-    try:
-        meta = json.loads((d / MODEL_JSON).read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{d}: not a zeropath points model directory ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        fmt = meta.get("format") if isinstance(meta, dict) else None
-        raise ModelError(f"{d}: unknown model format {fmt!r} (expected {FORMAT})")
-    return meta
+    """``model.json`` of a points model directory (a ModelError if it is not one)."""
+    return modeldir.read_model_json(model_dir, FORMATS, "points")[0]
+
+
+def model_settings(meta: dict[str, Any], where: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"work_mpp", "tile", "instances", "migrated"}`` from ``model.json``, complete: a
+    missing setting is a ModelError, except in a /1 file (:data:`V1_MIGRATION`, recorded)."""
+    v1 = meta.get("format") == "zeropath.points/1"
+    if "work_mpp" not in meta:
+        raise ModelError(f"{where}: model.json lacks work_mpp")
+    work_mpp = float(meta["work_mpp"])
+    migrated: dict[str, Any] = {}
+    instances, filled = modeldir.complete_config(
+        PointsInstanceParams,
+        meta.get("instances"),
+        f"{where}: instances",
+        V1_MIGRATION["instances"] if v1 else None,
+    )
+    if filled:
+        migrated["instances"] = filled
+    if v1:  # /1 kept halo_um at the top level and derived the tile from the SAM input size
+        if "halo_um" not in meta:
+            migrated["halo_um"] = V1_MIGRATION["halo_um"]
+        halo = float(meta.get("halo_um", V1_MIGRATION["halo_um"]))
+        img_size = int(((meta.get("base") or {}).get("config") or {}).get("img_size", 1024))
+        tile = _tile_spec(halo, work_mpp, img_size)
+    else:
+        tile, _ = modeldir.complete_config(TileSpec, meta.get("tile"), f"{where}: tile")
+    if migrated:
+        migrated = {"from": meta["format"], **migrated}
+    return {"work_mpp": work_mpp, "tile": tile, "instances": instances, "migrated": migrated}
 
 
 def load_points_model(model_dir: str | os.PathLike[str]):
@@ -182,7 +215,8 @@ def load_points_model(model_dir: str | os.PathLike[str]):
     from zeropath.points.losses import ProjectionHead
 
     d = Path(model_dir)
-    meta = read_meta(d)
+    meta, json_sha = modeldir.read_model_json(d, FORMATS, "points")
+    settings = model_settings(meta, d)
     path = d / WEIGHTS
     loaded = load_weights(path)  # hashed as read, weights_only, one-line errors
     state = loaded.value
@@ -209,15 +243,16 @@ def load_points_model(model_dir: str | os.PathLike[str]):
     load_into(head, entry(state, "head", path), path, "projection head")
     for p in sam.parameters():
         p.requires_grad_(False)
-    model = PointsModel(sam, decoder.eval(), head.eval(), float(meta["work_mpp"]))
+    model = PointsModel(sam, decoder.eval(), head.eval(), settings["work_mpp"])
     model.provenance = meta.get("provenance", {})
     model.weights_sha256 = loaded.sha256  # the bytes of weights.pt actually loaded
+    model.sha256 = modeldir.combined_sha256(json_sha, loaded.sha256)  # the model as loaded
     model.base_sha256 = found  # the base weights actually loaded (see base_id)
     return model
 
 
-class PointsSegmenter:
-    """Engine-compatible segmenter around a points model directory (see the module doc)."""
+class PointsSegmenter(Segmenter):
+    """The engine's segmenter around a points model directory (see the module doc)."""
 
     def __init__(self, model_dir: str | os.PathLike[str], name: str | None = None) -> None:
         self.model_dir = Path(model_dir)
@@ -227,11 +262,13 @@ class PointsSegmenter:
                 "`zeropath points fit IMAGES --points DIR --out MODEL_DIR`"
             )
         self.meta = read_meta(self.model_dir)
+        settings = model_settings(self.meta, self.model_dir)
         self.name = name or self.model_dir.name
         self.sha256 = model_sha256(self.model_dir)
-        self.target_mpp = float(self.meta["work_mpp"])
-        self.halo_um = float(self.meta.get("halo_um", DEFAULT_HALO_UM))
-        self.instances = {**DEFAULT_INSTANCES, **self.meta.get("instances", {})}
+        self.target_mpp = settings["work_mpp"]
+        self.tile = settings["tile"]
+        self.instances: PointsInstanceParams = settings["instances"]
+        self.migrated: dict[str, Any] = settings["migrated"]
         self._model = None
 
     def __getstate__(self) -> dict[str, Any]:  # networks are reloaded in each worker process
@@ -243,41 +280,25 @@ class PointsSegmenter:
     def model(self):
         if self._model is None:
             model = load_points_model(self.model_dir)
-            now = model_sha256(self.model_dir)
-            if now != self.sha256:  # every worker must load the model the run records
+            if model.sha256 != self.sha256:  # every worker must load the model the run records
                 from zeropath.errors import ChecksumError
 
                 raise ChecksumError(
                     f"{self.model_dir}: the model changed since it was opened (sha256 "
-                    f"{now[:12]}…, expected {self.sha256[:12]}…); refusing to mix two models"
+                    f"{model.sha256[:12]}…, expected {self.sha256[:12]}…); refusing to mix two "
+                    "models"
                 )
             self._model = model
         return self._model
 
-    @property
-    def img_size(self) -> int:
-        cfg = (self.meta.get("base") or {}).get("config") or {}
-        return int(cfg.get("img_size", 1024))
-
     def tile_um(self) -> float:
         """Core size in µm such that a tile with its halo on both sides is one SAM input."""
-        halo_px = int(np.ceil(self.halo_um / self.target_mpp))
-        return max(16.0, (self.img_size - 2 * halo_px - 2) * self.target_mpp)
+        assert self.tile.tile_um is not None
+        return self.tile.tile_um
 
-    def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
-        from zeropath.io.tiler import resize_labels
-        from zeropath.nuclei.detect import to_work
-        from zeropath.points.fit import predict_maps
-
-        work, _ = to_work(rgb, mpp, self.target_mpp)
-        labels = self.segment_work(work, predict_maps)
-        if labels.shape != rgb.shape[:2]:
-            labels = resize_labels(labels, rgb.shape[:2])
-        return labels.astype(np.uint32, copy=False)
-
-    def segment_work(self, rgb: np.ndarray, predict=None) -> np.ndarray:
+    def segment_work(self, rgb: np.ndarray, mpp: float | None = None, predict=None) -> np.ndarray:
         """Instance labels of an RGB image already at the model's µm/px."""
-        from zeropath.points.instances import instances_from_maps
+        from zeropath.nuclei.instances import instances_from_offsets
 
         if predict is None:
             from zeropath.points.fit import predict_maps as predict
@@ -285,28 +306,27 @@ class PointsSegmenter:
         sam = self.model.sam
         f = sam.img_size / (4 * sam.config.embedding_size)  # working px per map px
         p = self.instances
-        return instances_from_maps(
+        return instances_from_offsets(
             prob,
             offsets,
-            threshold=float(p["threshold"]),
-            edge_threshold=float(p["edge_threshold"]) / f,
-            marker_radius=float(p["marker_radius"]),
-            sigma=float(p["sigma"]) * f,
-            min_marker_px=int(round(p["min_marker_px"] * f * f)),
-            min_area_px=int(round(p["min_area_px"] * f * f)),
-            fill_holes_px=int(round(p["fill_holes_px"] * f * f)),
+            threshold=float(p.threshold),
+            edge_threshold=float(p.edge_threshold) / f,
+            marker_radius=float(p.marker_radius),
+            sigma=float(p.sigma) * f,
+            min_marker_px=int(round(p.min_marker_px * f * f)),
+            min_area_px=int(round(p.min_area_px * f * f)),
+            fill_holes_px=int(round(p.fill_holes_px * f * f)),
         )
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "sha256": self.sha256,
-            "params": {
-                "path": str(self.model_dir),
-                "work_mpp": self.target_mpp,
-                "halo_um": self.halo_um,
-                "base": self.meta.get("base"),
-                "instances": self.instances,
-                "fit": (self.meta.get("provenance") or {}).get("command"),
-            },
+        params: dict[str, Any] = {
+            "path": str(self.model_dir),
+            "work_mpp": self.target_mpp,
+            "halo_um": self.halo_um,
+            "base": self.meta.get("base"),
+            "instances": self.instances.to_dict(),
+            "fit": (self.meta.get("provenance") or {}).get("command"),
         }
+        if self.migrated:
+            params["migrated"] = self.migrated
+        return {"name": self.name, "sha256": self.sha256, "params": params}

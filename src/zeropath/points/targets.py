@@ -177,7 +177,7 @@ def distance_targets(labels: np.ndarray) -> np.ndarray:
     offset; negative and positive offsets are scaled separately by their largest magnitude in
     the instance, so each runs over ``[-1, 1]`` (0 at the centroid column/row, ±1 at the
     extremes). Background is 0. Touching instances meet with a jump from +1 to −1, which is
-    what :func:`zeropath.points.instances.instances_from_maps` cuts along.
+    what :func:`zeropath.nuclei.instances.instances_from_offsets` cuts along.
     """
     from scipy import ndimage as ndi
 

@@ -97,7 +97,6 @@ def fit_points_files(
     mpp: float | None = None,
     work_mpp: float = DEFAULT_WORK_MPP,
     options=None,
-    threads: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress=None,
     command: str | None = None,
@@ -105,15 +104,14 @@ def fit_points_files(
     """Fit a points model on image files with their point files and save it into ``out``.
 
     Returns the fitted :class:`~zeropath.points.fit.PointsModel` (its ``provenance`` holds
-    the inputs, counts and timings)."""
+    the inputs, counts and timings). Torch's thread count is the caller's (the CLI sets it
+    once); the one used is recorded in the provenance."""
     import torch
 
     from zeropath.points import model as pm
-    from zeropath.points.fit import FitOptions, fit_points
+    from zeropath.points.fit import PointsFitOptions, fit_points
 
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    opts = options or FitOptions()
+    opts = options or PointsFitOptions()
     t0 = time.perf_counter()
     images, points, records = load_training_images(inputs, points_dir, mpp, work_mpp)
     t_read = time.perf_counter() - t0

@@ -32,7 +32,14 @@ from scipy import ndimage as ndi
 
 from zeropath.errors import InputError
 from zeropath.io.memory import release_rows
-from zeropath.io.tiler import Tile, plan_tiles, read_box, resize_labels, resize_rgb
+from zeropath.io.tiler import (
+    Tile,
+    needs_resample,
+    plan_tiles,
+    read_box,
+    resize_labels,
+    resize_rgb,
+)
 from zeropath.run.staging import make_staging, publish
 
 ProgressFn = Callable[[int, int | None, str], None]
@@ -67,6 +74,9 @@ class SegmentOptions:
     """How an input is cut into tiles and which outputs are written."""
 
     tile_um: float = 256.0
+    #: µm of context read around each tile core on every side (the halo); None: the
+    #: segmenter's own ``halo_um``. Objects are kept by the tile whose core holds their centre.
+    overlap_um: float | None = None
     tissue_only: bool | None = None  # None: on for slides, off for plain images
     overlay_max_size: int = 4096
     pyramid: bool | None = None  # None: pyramidal labels.tif for slides
@@ -288,11 +298,12 @@ def segment_input(
         scratch = Path(tempfile.mkdtemp(prefix="zeropath-", dir=staging))
         try:
             core_px = max(64, int(round(opts.tile_um / src.mpp)))
-            halo_px = int(np.ceil(segmenter.halo_um / src.mpp))
+            overlap_um = segmenter.halo_um if opts.overlap_um is None else opts.overlap_um
+            overlap_px = int(np.ceil(overlap_um / src.mpp))
             # Learned models run at their own µm/px: tiles are resampled to it and their
             # labels back to level 0. ``None`` (or a match within 5 %) means native pixels.
             work_mpp = getattr(segmenter, "target_mpp", None)
-            if work_mpp is not None and abs(work_mpp / src.mpp - 1.0) <= 0.05:
+            if not needs_resample(src.mpp, work_mpp):
                 work_mpp = None
             tissue_only = src.is_slide if opts.tissue_only is None else opts.tissue_only
             tissue = None
@@ -301,8 +312,8 @@ def segment_input(
                 from zeropath.io.tissue import tissue_mask_for_source
 
                 tissue, tissue_ds = tissue_mask_for_source(src)
-            plan = plan_tiles(width, height, core_px, halo_px, tissue, tissue_ds)
-            full = plan_tiles(width, height, core_px, halo_px)
+            plan = plan_tiles(width, height, core_px, overlap_px, tissue, tissue_ds)
+            full = plan_tiles(width, height, core_px, overlap_px)
             # A segmenter may tune itself to the whole input (e.g. one threshold per slide).
             adapt = getattr(segmenter, "adapt", None)
             if adapt is not None and len(plan) > 1:

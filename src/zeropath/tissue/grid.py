@@ -34,11 +34,15 @@ def resolve_tiling(tile: int | None, stride: int | None, input_size: int) -> tup
     """``(tile, stride)`` in pixels: defaults from the encoder, checked (:class:`ConfigError`)."""
     t = int(tile or input_size)
     s = int(stride or default_stride(t))
-    if t < 16 or s < 1:
-        raise ConfigError(f"tile must be at least 16 px and stride positive (got {t}, {s})")
-    if t % s:
-        raise ConfigError(f"tile ({t} px) must be a multiple of the stride ({s} px)")
+    _check_tiling(t, s)
     return t, s
+
+
+def _check_tiling(tile: int, stride: int) -> None:
+    if tile < 16 or stride < 1:
+        raise ConfigError(f"tile must be at least 16 px and stride positive (got {tile}, {stride})")
+    if tile % stride:
+        raise ConfigError(f"tile ({tile} px) must be a multiple of the stride ({stride} px)")
 
 
 @dataclass(frozen=True)
@@ -66,12 +70,7 @@ class ScoreGrid:
         cls, width: int, height: int, slide_mpp: float, work_mpp: float, tile: int, stride: int
     ) -> ScoreGrid:
         """The grid for a ``width × height`` level-0 plane; :class:`ConfigError` for bad sizes."""
-        if tile < 16 or stride < 1:
-            raise ConfigError(
-                f"tile must be at least 16 px and stride positive (got {tile}, {stride})"
-            )
-        if tile % stride:
-            raise ConfigError(f"tile ({tile} px) must be a multiple of the stride ({stride} px)")
+        _check_tiling(tile, stride)
         if width < 1 or height < 1:
             raise ValueError(f"empty image {width}×{height}")
         cell = stride * float(work_mpp) / float(slide_mpp)

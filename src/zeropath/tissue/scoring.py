@@ -57,22 +57,13 @@ def read_cells(source: Any, grid: ScoreGrid, row: int, c0: int, c1: int) -> np.n
     area-averaged (or bilinearly enlarged) to exactly ``stride`` pixels per cell, so a pixel
     has the same value in every tile that contains it.
     """
-    from PIL import Image
+    from zeropath.io.tiler import read_rect
 
     x0, x1 = int(round(c0 * grid.cell)), int(round(c1 * grid.cell))
     y0, y1 = int(round(row * grid.cell)), int(round((row + 1) * grid.cell))
-    out_w, out_h = (c1 - c0) * grid.stride, grid.stride
+    shape = (grid.stride, (c1 - c0) * grid.stride)
     ds = grid.work_mpp / float(source.mpp)
-    level = source.best_level_for_downsample(ds) if ds > 1 else 0
-    lds = float(source.level_downsamples[level])
-    lw = max(1, int(round((x1 - x0) / lds)))
-    lh = max(1, int(round((y1 - y0) / lds)))
-    rgb = source.read_region(x0, y0, lw, lh, level)
-    if rgb.shape[:2] == (out_h, out_w):
-        return rgb
-    shrink = lw >= out_w and lh >= out_h
-    method = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((out_w, out_h), method))
+    return read_rect(source, x0, y0, x1 - x0, y1 - y0, shape, ds, snap=round, box_filter=True)
 
 
 def _tile_batches(

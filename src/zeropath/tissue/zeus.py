@@ -91,7 +91,7 @@ _ENCODERS: dict[tuple[str, str], Encoder] = {}
 class EncoderRef:
     """An encoder that travels to worker processes by name and is loaded there on first use.
 
-    ``spec`` is what :func:`~zeropath.models.encoders.base.get_encoder` takes (a registry name
+    ``spec`` is what :func:`~zeropath.models.encoders.get_encoder` takes (a registry name
     or a local directory); with ``spec=None`` the ``instance`` itself is pickled (encoders
     built in Python). The static facts (``name``, ``input_size``, ``mpp``, ``embed_dim``,
     ``provenance``) are copied so that planning and cache keys need no loaded model.
@@ -130,7 +130,7 @@ class EncoderRef:
                 torch.set_num_threads(int(self.threads))
             key = (str(self.spec), self.device)
             if key not in _ENCODERS:
-                from zeropath.models.encoders.base import get_encoder
+                from zeropath.models.encoders import get_encoder
 
                 _ENCODERS[key] = get_encoder(str(self.spec), device=self.device)
             self.instance = _ENCODERS[key]

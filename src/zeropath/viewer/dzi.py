@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from zeropath.io.tiler import resize_rgb, source_level
+
 if TYPE_CHECKING:
     from zeropath.io.reader import ImageSource
 
@@ -235,17 +237,6 @@ class DeepZoom:
         return data
 
 
-def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Box-filter (down) / bilinear (up) resize to exactly ``width×height``."""
-    if pixels.shape[1] == width and pixels.shape[0] == height:
-        return pixels
-    from PIL import Image
-
-    shrinking = pixels.shape[1] >= width and pixels.shape[0] >= height
-    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(pixels).resize((width, height), method))
-
-
 def slide_renderer(source: ImageSource) -> Renderer:
     """A render callback reading RGB from ``source``'s best pyramid level.
 
@@ -264,19 +255,17 @@ def slide_renderer(source: ImageSource) -> Renderer:
         ax, ay = math.floor(x0 * sx), math.floor(y0 * sy)
         bx = max(ax + 1, math.ceil((x0 + w0) * sx))
         by = max(ay + 1, math.ceil((y0 + h0) * sy))
-        return _resize(np.ascontiguousarray(img[ay:by, ax:bx]), w, h)
+        return resize_rgb(img[ay:by, ax:bx], (h, w), box_filter=True)
 
     def render(x0: float, y0: float, w0: float, h0: float, w: int, h: int) -> np.ndarray:
         ds = max(w0 / max(w, 1), h0 / max(h, 1))
-        level = source.best_level_for_downsample(ds)
-        lds = source.level_downsamples[level]
-        rw, rh = max(1, math.ceil(w0 / lds)), max(1, math.ceil(h0 / lds))
+        level, rw, rh = source_level(source, w0, h0, ds)
         with lock:
             if rw * rh > max(_MAX_SOURCE_PIXELS, 4 * w * h) and max(source.dimensions) > (
                 _OVERVIEW_SIZE
             ):
                 return from_overview(x0, y0, w0, h0, w, h)
             region = source.read_region(round(x0), round(y0), rw, rh, level)
-        return _resize(region, w, h)
+        return resize_rgb(region, (h, w), box_filter=True)
 
     return render

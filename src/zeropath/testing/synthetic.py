@@ -1,4 +1,5 @@
-"""A deterministic encoder whose answers are known exactly, for testing pipelines that use VLMs.
+"""A deterministic encoder whose answers are known exactly, for testing pipelines that use VLMs
+(registry row ``synthetic``, test-only: ``--encoder synthetic``).
 
 :class:`SyntheticEncoder` maps texts and colours into one embedding space by construction:
 
@@ -32,17 +33,21 @@ import json
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zeropath.models.encoders.base import Encoder, EncoderError, l2_normalise, register_encoder
+from zeropath.models.encoders.base import Encoder, EncoderError, l2_normalise
+
+if TYPE_CHECKING:
+    from zeropath.models.spec import ModelSpec
 
 __all__ = [
     "DEFAULT_ALIASES",
     "DEFAULT_CLASSES",
     "PATCH_SIZE",
     "SyntheticEncoder",
+    "synthetic_encoder",
 ]
 
 #: Side in pixels (at ``input_size``) of one :meth:`SyntheticEncoder.encode_patches` cell.
@@ -324,18 +329,11 @@ class SyntheticEncoder(Encoder):
         )
 
 
-@register_encoder(
-    "synthetic",
-    licence="Apache-2.0",
-    gated=False,
-    commercial_use=True,
-    mpp=1.0,
-    input_size=224,
-    description="deterministic colour→class encoder for tests (offline, no weights)",
-    meta={"source": "builtin"},
-)
-def _synthetic_factory(path: str | None, device: str = "cpu") -> SyntheticEncoder:
-    """The default :class:`SyntheticEncoder`, or the one saved in ``path`` (``device`` unused)."""
+def synthetic_encoder(
+    spec: ModelSpec | None, path: str | None, device: str = "cpu"
+) -> SyntheticEncoder:
+    """The registry factory: the default :class:`SyntheticEncoder`, or the one saved in
+    ``path`` (``spec`` and ``device`` unused)."""
     if path is None:
         return SyntheticEncoder()
     config_path = Path(path) / _CONFIG_FILE

@@ -1,0 +1,10 @@
+"""Test-only models shipped with the package, for tests and benchmarks (never for real work).
+
+- :mod:`zeropath.testing.synthetic`: :class:`~zeropath.testing.synthetic.SyntheticEncoder`,
+  a deterministic colour → class encoder whose similarities are known exactly (numpy only);
+- :mod:`zeropath.testing.tiny_clip`: ``test-tiny``, a random tiny CLIP that exercises the real
+  CLIP code path offline (needs torch + transformers).
+
+Both are rows of the model registry (``--encoder synthetic``, ``--encoder test-tiny``) marked
+``test_only``: ``zeropath models list`` shows them only with ``--all``.
+"""
