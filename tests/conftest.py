@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
+
+from zeropath.testing import ThresholdSegmenter, render_nuclei  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,62 +32,47 @@ def shared_data() -> Path:
     return path
 
 
-def render_nuclei(
-    shape: tuple[int, int] = (256, 256),
-    n: int = 20,
-    radius: tuple[float, float] = (5.0, 9.0),
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render an H&E-like RGB tile with dark purple elliptical nuclei on pink stroma.
-
-    Returns ``(rgb uint8, instance labels uint32, centres float (n, 2) as row, col)``.
-    Nuclei do not overlap, so the labels are exact ground truth.
-    """
-    rng = np.random.default_rng(seed)
-    h, w = shape
-    labels = np.zeros(shape, np.uint32)
-    yy, xx = np.mgrid[0:h, 0:w]
-    centres = []
-    tries = 0
-    while len(centres) < n and tries < n * 200:
-        tries += 1
-        r = rng.uniform(*radius)
-        cy, cx = rng.uniform(r + 2, h - r - 2), rng.uniform(r + 2, w - r - 2)
-        if any((cy - a) ** 2 + (cx - b) ** 2 < (r + rr + 3) ** 2 for a, b, rr in centres):
-            continue
-        e = rng.uniform(0.75, 1.0)
-        theta = rng.uniform(0, np.pi)
-        dy, dx = yy - cy, xx - cx
-        u = dx * np.cos(theta) + dy * np.sin(theta)
-        v = -dx * np.sin(theta) + dy * np.cos(theta)
-        inside = (u / r) ** 2 + (v / (r * e)) ** 2 <= 1.0
-        labels[inside] = len(centres) + 1
-        centres.append((cy, cx, r))
-    stroma = np.array([236, 170, 200], np.float32)
-    nucleus = np.array([90, 60, 140], np.float32)
-    rgb = np.broadcast_to(stroma, (h, w, 3)).copy()
-    rgb[labels > 0] = nucleus
-    rgb += rng.normal(0, 6, rgb.shape).astype(np.float32)
-    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
-    return rgb, labels, np.array([(c[0], c[1]) for c in centres], np.float64).reshape(-1, 2)
-
-
 @pytest.fixture
 def synthetic_tile() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A 256×256 synthetic H&E tile with 20 nuclei: ``(rgb, labels, centres)``."""
     return render_nuclei()
 
 
-class ThresholdSegmenter:
-    """A tile-independent engine test segmenter: connected components of dark pixels."""
+def _tiny_sam(base: dict):
+    """A tiny random MobileSAM in place of the real base model of a points model."""
+    import torch
 
-    name = "threshold-cc"
-    sha256 = None
-    halo_um = 6.0
+    from zeropath.models.mobilesam.sam import MobileSAMConfig, build_mobilesam
 
-    def segment(self, rgb: np.ndarray, mpp: float) -> np.ndarray:
-        lab, _ = ndi.label(rgb.mean(axis=2) < 150)
-        return lab.astype(np.uint32)
+    assert base["name"] == "mobilesam"
+    torch.manual_seed(0)
+    sam = build_mobilesam(MobileSAMConfig.tiny(img_size=128))
+    with torch.no_grad():  # confident random masks, so that some pixels get labels
+        for mlp in sam.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(50.0)
+    return sam
 
-    def describe(self) -> dict:
-        return {"name": self.name, "sha256": None, "params": {}}
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    """Two synthetic images with a click per nucleus, for points models built on a tiny random
+    MobileSAM (patched in as the base model; embeddings cached under ``tmp_path/home``)."""
+    import torch
+    from PIL import Image
+
+    from zeropath.points import model as pm
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(pm, "load_base", _tiny_sam)
+    monkeypatch.setenv("ZEROPATH_HOME", str(tmp_path / "home"))
+    images, pts = tmp_path / "images", tmp_path / "points"
+    images.mkdir()
+    pts.mkdir()
+    for i in range(2):
+        rgb, _, centres = render_nuclei((160, 144), n=12, seed=i)
+        Image.fromarray(rgb).save(images / f"img{i}.png")
+        rows = ["x,y"] + [f"{c:.2f},{r:.2f}" for r, c in centres]
+        (pts / f"img{i}.csv").write_text("\n".join(rows) + "\n")
+    yield images, pts
+    torch.set_num_threads(before)
